@@ -1,0 +1,3 @@
+"""Registers the built-in heads components (lazily, by import string)."""
+
+import mmkit

@@ -1,0 +1,3 @@
+"""Registers the built-in tabular components (lazily, by import string)."""
+
+import mmkit

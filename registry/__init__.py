@@ -1,0 +1,1 @@
+"""The model registry: named, versioned model cards (TOML) shipped with mmkit."""

@@ -1,0 +1,3 @@
+"""Registers the built-in text components (lazily, by import string)."""
+
+import mmkit

@@ -1,0 +1,3 @@
+"""Registers the built-in timm components (lazily, by import string)."""
+
+import mmkit

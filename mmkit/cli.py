@@ -19,23 +19,35 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 class MmkitGroup(click.Group):
     """A command group that also offers the commands plugins add through ``register_commands``."""
 
-    _plugin_commands: dict[str, click.Command] | None = None
+    _plugin_commands: tuple[object, dict[str, click.Command]] | None = None  # (registry, commands)
 
-    def _plugin_cmds(self) -> dict[str, click.Command]:
-        if self._plugin_commands is None:
+    def _plugin_cmds(self, ctx: click.Context) -> dict[str, click.Command]:
+        # Commands are resolved before the group callback runs, so load the `-p` plugins here already.
+        try:
+            registry = get_registry((ctx.params.get("plugins") if ctx is not None else None) or None)
+        except MmkitError as exc:  # MMKIT_STRICT_PLUGINS: the group callback reports it as an error
+            click.echo(f"warning: {exc}", err=True)
+            return {}
+        if self._plugin_commands is None or self._plugin_commands[0] is not registry:
             holder = click.Group()
-            try:
-                get_registry().pm.hook.register_commands(cli=holder)
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
-                click.echo(f"warning: a plugin failed in register_commands: {exc}", err=True)
-            self._plugin_commands = {n: c for n, c in holder.commands.items() if n not in self.commands}
-        return self._plugin_commands
+            hook = registry.pm.hook.register_commands
+            for impl in reversed(hook.get_hookimpls()):
+                if impl.hookwrapper or impl.wrapper:
+                    continue
+                try:
+                    impl.function(cli=holder)
+                except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+                    click.echo(f"warning: plugin {impl.plugin_name!r} failed in register_commands: "
+                               f"{type(exc).__name__}: {exc}", err=True)
+            commands = {n: c for n, c in holder.commands.items() if n not in self.commands}
+            self._plugin_commands = (registry, commands)
+        return self._plugin_commands[1]
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._plugin_cmds()))
+        return sorted(set(super().list_commands(ctx)) | set(self._plugin_cmds(ctx)))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, cmd_name) or self._plugin_cmds().get(cmd_name)
+        return super().get_command(ctx, cmd_name) or self._plugin_cmds(ctx).get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -53,7 +65,7 @@ def _console():
 
 @click.group(cls=MmkitGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="mmkit", prog_name="mmkit")
-@click.option("-p", "plugins", multiple=True, metavar="MODULE",
+@click.option("-p", "plugins", multiple=True, metavar="MODULE", is_eager=True,
               help="Load an extra plugin module (repeatable); '-p no:NAME' blocks a plugin, built-ins included.")
 def cli(plugins: tuple[str, ...]) -> None:
     """mmkit: multimodal deep learning from plugins and TOML recipes.
@@ -208,3 +220,13 @@ def plugins_cmd(as_json: bool) -> None:
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="mmkit")
+
+
+def _add_builtin_commands() -> None:
+    from mmkit.cli_run import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_builtin_commands()

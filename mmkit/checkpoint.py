@@ -1,0 +1,125 @@
+"""Checkpoints written atomically: a complete temp folder is renamed into place, so a crash during a
+save leaves the previous checkpoint loadable. Weights are safetensors; optimizer state is loaded with
+``torch.load(weights_only=True)``; everything else is JSON. Nothing is ever unpickled."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmkit.errors import MmkitError
+
+WEIGHTS = "model.safetensors"
+TRAINING_STATE = "training_state.pt"
+STATE = "state.json"
+
+
+class CheckpointError(MmkitError):
+    """A checkpoint cannot be written or read."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """Model weights as safetensors (shared tensors handled)."""
+    from safetensors.torch import save_model
+
+    save_model(model, str(path))
+
+
+def load_weights(model: nn.Module, path: Path, strict: bool = True) -> None:
+    from safetensors.torch import load_model
+
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file must be reported with its path
+        raise CheckpointError(f"{path}: cannot load weights: {type(exc).__name__}: {exc}") from exc
+    if strict and (missing or unexpected):
+        raise CheckpointError(f"{path}: weights do not match the model; missing keys: {sorted(missing)[:10]}, "
+                              f"unexpected keys: {sorted(unexpected)[:10]}")
+
+
+def save_checkpoint(folder: Path, name: str, model: nn.Module, state: dict[str, Any],
+                    training_state: dict[str, Any] | None = None) -> Path:
+    """Write ``folder/name/`` atomically: weights, JSON ``state`` and tensor ``training_state``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    final = folder / name
+    try:
+        tmp.mkdir()
+        save_weights(model, tmp / WEIGHTS)
+        if training_state is not None:
+            torch.save(training_state, tmp / TRAINING_STATE)
+        _write_json(tmp / STATE, state)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        old = None
+        if final.exists():
+            old = folder / f".old-{name}-{uuid.uuid4().hex[:8]}"
+            os.rename(final, old)
+        os.rename(tmp, final)
+        _fsync_dir(folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write checkpoint {final}: {exc.strerror or exc} "
+                              f"(the previous checkpoint is kept)") from exc
+    return final
+
+
+def find_checkpoint(folder: Path, name: str) -> Path | None:
+    """The complete checkpoint ``name`` in ``folder``; after a crash between the two renames of a
+    save, the previous one (``.old-NAME-*``) is restored first."""
+    final = folder / name
+    if not final.exists():
+        olds = sorted(folder.glob(f".old-{name}-*"), key=lambda p: p.stat().st_mtime)
+        if olds:
+            os.rename(olds[-1], final)
+    if (final / STATE).exists() and (final / WEIGHTS).exists():
+        return final
+    return None
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    try:
+        return json.loads((checkpoint / STATE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{checkpoint / STATE}: unreadable: {exc}") from exc
+
+
+def read_training_state(checkpoint: Path) -> dict[str, Any] | None:
+    path = checkpoint / TRAINING_STATE
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path}: refused or unreadable (only plain tensors are loaded): {exc}") from exc

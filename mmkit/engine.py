@@ -592,7 +592,7 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
                         raise TrainingError("the head returned no loss for a training batch (are targets missing?)")
                     if not torch.isfinite(loss):
                         raise TrainingError(
-                            f"non-finite loss ({float(loss)}) at step {step + 1} (epoch {epoch}); "
+                            f"non-finite loss ({float(loss.detach())}) at step {step + 1} (epoch {epoch}); "
                             f"try a lower train.lr (now {t['lr']}), train.precision = 'fp32', or a grad_clip")
                     scaled = loss / t["grad_accum"]
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()

@@ -84,33 +84,42 @@ def parse_docstring_args(doc: str | None) -> dict[str, str]:
     return out
 
 
-def _find_class(tree: ast.Module, name: str) -> ast.ClassDef | None:
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == name:
-            return node
-    return None
+def _find_def(tree: ast.Module, qualname: str) -> ast.ClassDef | ast.FunctionDef | None:
+    """The class or function ``qualname`` (``"Outer.Inner"`` allowed) defined in ``tree``."""
+    body: list[ast.stmt] = tree.body
+    node: ast.ClassDef | ast.FunctionDef | None = None
+    for part in qualname.split("."):
+        node = next((n for n in body if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name == part), None)
+        if node is None:
+            return None
+        body = node.body
+    return node
+
+
+def _signature_params(fn: ast.FunctionDef, doc: dict[str, str], drop_first: bool) -> list[ParamInfo]:
+    args = fn.args
+    positional = args.posonlyargs + args.args
+    defaults: list[ast.AST | None] = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    pairs = list(zip(positional, defaults))[1 if drop_first else 0:]
+    pairs += list(zip(args.kwonlyargs, args.kw_defaults))
+    params = []
+    for arg, default in pairs:
+        if arg.arg in CONTEXT_PARAMS:
+            continue
+        ann = ast.unparse(arg.annotation) if arg.annotation is not None else "Any"
+        params.append(ParamInfo(arg.arg, ann, _literal(default), doc.get(arg.arg, "")))
+    return params
 
 
 def _init_params(cls_node: ast.ClassDef) -> list[ParamInfo] | None:
     for node in cls_node.body:
         if isinstance(node, ast.FunctionDef) and node.name == "__init__":
-            args = node.args
-            positional = args.posonlyargs + args.args
-            defaults: list[ast.AST | None] = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
-            pairs = list(zip(positional, defaults))[1:]  # drop self
-            pairs += list(zip(args.kwonlyargs, args.kw_defaults))
             doc = parse_docstring_args(ast.get_docstring(cls_node)) | parse_docstring_args(ast.get_docstring(node))
-            params = []
-            for arg, default in pairs:
-                if arg.arg in CONTEXT_PARAMS:
-                    continue
-                ann = ast.unparse(arg.annotation) if arg.annotation is not None else "Any"
-                params.append(ParamInfo(arg.arg, ann, _literal(default), doc.get(arg.arg, "")))
-            return params
+            return _signature_params(node, doc, drop_first=True)
     return None
 
 
-def _class_summary_doc(cls_node: ast.ClassDef) -> str:
+def _class_summary_doc(cls_node: ast.ClassDef | ast.FunctionDef) -> str:
     doc = ast.get_docstring(cls_node) or ""
     return doc.split("\n\n")[0].replace("\n", " ").strip()
 
@@ -119,8 +128,8 @@ def read_params(target: str) -> tuple[list[ParamInfo], str]:
     """Parameters and docstring summary of ``"module:Class"`` read from source, without importing it.
 
     Only the parent packages of the module are imported (to locate the file). Falls back to importing
-    the class when the source cannot be read (e.g. a compiled module); base classes are followed when
-    the class defines no ``__init__`` of its own.
+    the class when the source cannot be read (e.g. a compiled module) or when the class defines no
+    ``__init__`` of its own and its single base class is not defined in the same module.
     """
     module_name, _, qualname = target.partition(":")
     try:
@@ -131,12 +140,28 @@ def read_params(target: str) -> tuple[list[ParamInfo], str]:
         raise ParameterError(f"cannot locate module {module_name!r} of {target!r}")
     if spec.origin and spec.origin.endswith(".py"):
         tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-        cls_node = _find_class(tree, qualname)
-        if cls_node is not None:
-            params = _init_params(cls_node)
-            if params is not None:
-                return params, _class_summary_doc(cls_node)
-    return _params_by_import(target)
+        node = _find_def(tree, qualname)
+        if isinstance(node, ast.ClassDef):
+            summary = _class_summary_doc(node)
+            seen: set[str] = set()
+            while node is not None and node.name not in seen:  # follow same-module base classes
+                seen.add(node.name)
+                params = _init_params(node)
+                if params is not None:
+                    return params, summary
+                bases = [b.id for b in node.bases if isinstance(b, ast.Name)]
+                node = _find_def(tree, bases[0]) if len(bases) == 1 else None
+                node = node if isinstance(node, ast.ClassDef) else None
+        elif isinstance(node, ast.FunctionDef):  # e.g. a dataset factory function
+            doc = parse_docstring_args(ast.get_docstring(node))
+            return _signature_params(node, doc, drop_first=False), _class_summary_doc(node)
+    try:
+        return _params_by_import(target)
+    except Exception as exc:  # noqa: BLE001 - name the component, not just the import error
+        raise ParameterError(
+            f"cannot read the parameters of {target!r} from source, and importing it failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _params_by_import(target: str) -> tuple[list[ParamInfo], str]:

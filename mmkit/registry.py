@@ -153,6 +153,8 @@ class Registry:
         except Exception as exc:  # noqa: BLE001
             self._record_failure(module_name, module_name, "unknown", source, exc)
             return
+        if self.pm.is_registered(module):  # e.g. `-p mmkit_shapes.plugin`, already an entry point
+            return
         self.register_plugin(module, name=module_name, source=source)
 
     def _record_failure(self, name: str, module: str, version: str, source: str, exc: BaseException) -> None:
@@ -231,13 +233,34 @@ class Registry:
             plugin, _, short = name.partition(":")
             entries = [e for e in self._components[kind].get(short, []) if e.plugin == plugin]
             if not entries:
-                answer = self.pm.hook.resolve_component(kind=kind, name=name)
-                if answer is not None:
-                    target, fixed = answer
-                    return [ComponentInfo(kind, name, target, plugin, self._version(plugin), "", dict(fixed))]
+                resolved = self._resolve(kind, name)
+                if resolved is not None:
+                    return [resolved]
         if not entries and raise_missing:
             raise ComponentNotFoundError(self._not_found_message(kind, name))
         return entries
+
+    def _resolve(self, kind: str, name: str) -> ComponentInfo | None:
+        """Ask the ``resolve_component`` hooks (in pluggy's call order) for a prefixed ``name``;
+        the first answer wins and is credited to the plugin that gave it."""
+        hook = self.pm.hook.resolve_component
+        for impl in reversed(hook.get_hookimpls()):
+            if impl.hookwrapper or impl.wrapper:
+                continue
+            kwargs = {k: v for k, v in (("kind", kind), ("name", name)) if k in impl.argnames}
+            try:
+                answer = impl.function(**kwargs)
+                if answer is None:
+                    continue
+                target, fixed = answer
+            except Exception as exc:  # noqa: BLE001 - name the plugin that broke
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r}: resolve_component({kind!r}, {name!r}) failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            return ComponentInfo(kind, name, target, impl.plugin_name, self._version(impl.plugin_name),
+                                 "", dict(fixed))
+        return None
 
     def _version(self, plugin: str) -> str:
         info = self.plugins.get(plugin)

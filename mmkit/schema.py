@@ -22,6 +22,8 @@ def annotation_schema(annotation: str) -> dict[str, Any]:
     head = head.split(".")[-1]
     if head == "Optional":
         return {"anyOf": [annotation_schema(rest[:-1]), {"type": "null"}]}
+    if head == "Union":
+        return {"anyOf": [annotation_schema(a) for a in _split_top(rest[:-1], ",")]}
     if head == "Literal":
         return {"enum": [ast.literal_eval(a) for a in _split_top(rest[:-1], ",")]}
     if head in _TYPES:

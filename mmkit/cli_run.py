@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,14 @@ SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--overwrite", is_flag=True, help="Delete an existing run directory of the same name first.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or messages; only the final summary path.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end.")
-def run_cmd(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bool, quiet: bool, as_json: bool) -> None:
+@click.option("--nproc", type=int, default=0, metavar="N",
+              help="Launch N processes on this node through torch.distributed.run (DDP; gloo on CPU, nccl on GPU).")
+@click.option("--nnodes", type=int, default=1, show_default=True, help="Number of nodes (with --nproc).")
+@click.option("--node-rank", type=int, default=0, show_default=True, help="This node's rank (with --nnodes > 1).")
+@click.option("--master-addr", default="127.0.0.1", show_default=True, help="Rendezvous host (node 0).")
+@click.option("--master-port", type=int, default=29500, show_default=True, help="Rendezvous port.")
+def run_cmd(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bool, quiet: bool, as_json: bool,
+            nproc: int, nnodes: int, node_rank: int, master_addr: str, master_port: int) -> None:
     """Train the model a RECIPE (TOML) describes.
 
     \b
@@ -34,9 +42,15 @@ def run_cmd(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bo
       mmkit run recipes/quickstart.toml
       mmkit run recipes/quickstart.toml --set model.fusion.type=attention --set train.epochs=3
       mmkit run recipes/quickstart.toml --resume          # after Ctrl-C or a crash
+      mmkit run recipes/quickstart.toml --nproc 2         # 2 processes (DDP) on this machine
+      torchrun --nproc-per-node 2 -m mmkit run recipes/quickstart.toml   # the same, by hand
     """
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
+    if nproc > 0:
+        _launch(recipe, overrides, resume, overwrite, quiet, as_json, nproc, nnodes, node_rank, master_addr,
+                master_port)
+        return
     from mmkit.engine import train
     from mmkit.recipe import load_recipe
 
@@ -45,10 +59,27 @@ def run_cmd(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bo
     result = train(rec, mode=mode, quiet=quiet)
     if result.interrupted:
         sys.exit(130)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     if as_json:
         click.echo(json.dumps(result.summary, indent=2))
     if not quiet:
         _print_summary(result, rec.source)
+
+
+def _launch(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bool, quiet: bool, as_json: bool,
+            nproc: int, nnodes: int, node_rank: int, master_addr: str, master_port: int) -> None:
+    """Re-run this command under torch's own launcher (torch.distributed.run), one process per rank."""
+    import subprocess
+
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}",
+                f"--node-rank={node_rank}", f"--master-addr={master_addr}", f"--master-port={master_port}",
+                "-m", "mmkit", "run", recipe]
+    for item in overrides:
+        launcher += ["--set", item]
+    launcher += [flag for flag, on in (("--resume", resume), ("--overwrite", overwrite), ("--quiet", quiet),
+                                       ("--json", as_json)) if on]
+    sys.exit(subprocess.call(launcher))
 
 
 def _print_summary(result, source: str) -> None:

@@ -341,3 +341,17 @@ def dump_toml(data: dict[str, Any]) -> str:
     import tomli_w
 
     return tomli_w.dumps(_drop_none(data))
+
+
+def reference_markdown() -> str:
+    """The recipe reference (docs/recipes.md's key tables), generated from the definitions above."""
+    out = []
+    for title, infos in (("[run]", RUN_PARAMS), ("[data]", DATA_PARAMS), ("[train]", TRAIN_PARAMS),
+                         ("[model.encoders.FIELD] (engine keys; the rest are the encoder's parameters)", ENCODER_KEYS),
+                         ("[plugins]", PLUGINS_PARAMS)):
+        out.append(f"### {title}\n\n| key | type | default | meaning |\n|---|---|---|---|")
+        for p in infos:
+            default = "(required)" if p.required else f"`{p.default!r}`"
+            out.append(f"| `{p.name}` | `{p.type}` | {default} | {p.doc} |")
+        out.append("")
+    return "\n".join(out)

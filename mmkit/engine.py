@@ -480,6 +480,8 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
     warmup = min(100, total_steps // 10) if t["warmup_steps"] == "auto" else int(t["warmup_steps"])
 
     net: nn.Module = model
+    if t["strategy"] == "fsdp":
+        raise RecipeError(f"{recipe.source}: train.strategy = 'fsdp' is not implemented yet; use 'ddp' (or 'auto')")
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -57,6 +57,13 @@ class MmkitGroup(click.Group):
             sys.exit(2)
 
 
+def escape(text: str) -> str:
+    """Text shown as-is by rich (``list[str]`` is not markup)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _console():
     from rich.console import Console
 
@@ -126,7 +133,7 @@ def list_cmd(kind: str | None, pattern: str, as_json: bool, markdown: bool) -> N
     for col in ("kind", "name", "plugin", "summary"):
         table.add_column(col, overflow="fold")
     for i in items:
-        table.add_row(i.kind, i.name, f"{i.plugin} {i.version}", i.summary)
+        table.add_row(i.kind, i.name, f"{i.plugin} {i.version}", escape(i.summary))
     console = _console()
     console.print(table)
     if not items:
@@ -168,11 +175,11 @@ def show_cmd(name: str, kind: str | None, as_json: bool) -> None:
     from rich.table import Table
 
     console = _console()
-    console.print(f"[bold]{info.name}[/bold] ({info.kind}) from plugin {info.plugin} {info.version}")
-    console.print(f"  {info.summary}")
+    console.print(f"[bold]{escape(info.name)}[/bold] ({info.kind}) from plugin {escape(info.plugin)} {info.version}")
+    console.print(f"  {escape(info.summary)}")
     console.print(f"  target: {info.target}")
     if info.fixed_params:
-        console.print(f"  fixed: {info.fixed_params}")
+        console.print(f"  fixed: {escape(str(info.fixed_params))}")
     if not params:
         console.print("  no parameters")
         return
@@ -181,7 +188,7 @@ def show_cmd(name: str, kind: str | None, as_json: bool) -> None:
         table.add_column(col, overflow="fold")
     for p in params:
         default = "(required)" if p.required else repr(p.default)
-        table.add_row(p.name, p.type, default, p.doc)
+        table.add_row(p.name, escape(p.type), escape(default), escape(p.doc))
     console.print(table)
 
 
@@ -206,7 +213,7 @@ def plugins_cmd(as_json: bool) -> None:
     for col in ("plugin", "version", "source", "hooks", "status"):
         table.add_column(col, overflow="fold")
     for p in plugins:
-        status = f"[red]failed: {p.error}[/red]" if p.error else "ok"
+        status = f"[red]failed: {escape(p.error)}[/red]" if p.error else "ok"
         hooks = ", ".join(h.replace("register_", "") for h in p.hooks)
         table.add_row(p.name, p.version, p.source, hooks, status)
     console = _console()
@@ -214,7 +221,7 @@ def plugins_cmd(as_json: bool) -> None:
     if registry.blocked:
         console.print(f"blocked: {', '.join(sorted(registry.blocked))}")
     for problem in registry.problems:
-        console.print(f"[yellow]warning:[/yellow] {problem}")
+        console.print(f"[yellow]warning:[/yellow] {escape(problem)}")
 
 
 def main() -> None:
@@ -223,9 +230,10 @@ def main() -> None:
 
 
 def _add_builtin_commands() -> None:
+    from mmkit.cli_data import data
     from mmkit.cli_run import COMMANDS
 
-    for command in COMMANDS:
+    for command in [*COMMANDS, data]:
         cli.add_command(command)
 
 

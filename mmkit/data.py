@@ -11,6 +11,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from mmkit.errors import DataError
+from mmkit.manifest import data_context, load_cell
 from mmkit.interfaces import Batch, Embedding, Encoder, Head
 from mmkit.modality import Modality
 
@@ -38,33 +39,12 @@ class Field:
         return self.columns if isinstance(self.columns, str) else ",".join(self.columns)
 
 
-def check_columns(rows: Sequence[Mapping[str, Any]], needed: Mapping[str, str | list[str]], source: str) -> None:
-    """Every needed column exists in the data (checked on the first rows); the error names it."""
-    if not rows:
-        return
-    have = set().union(*(r.keys() for r in rows[:50]))
-    for fname, cols in needed.items():
-        for col in [cols] if isinstance(cols, str) else cols:
-            if col not in have:
-                import difflib
-
-                close = difflib.get_close_matches(col, sorted(have), n=2)
-                hint = f"; did you mean {', '.join(close)}?" if close else f"; columns: {', '.join(sorted(have))}"
-                raise DataError(f"{source}: column {col!r} (field {fname!r}) not found{hint}")
-
-
 def load_field(fld: Field, row: Mapping[str, Any], base_dir: Path | None, source: str, index: int) -> Any:
     """The loaded raw value of a field for a row, or None when absent; errors name file/row/column."""
     cell = fld.cell(row)
     if fld.is_absent(cell):
         return None
-    try:
-        return fld.modality.load(cell, base_dir)
-    except DataError as exc:
-        raise DataError(f"{source} row {index + 1} column {fld.column_label()!r}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - any loader failure becomes a located DataError
-        raise DataError(f"{source} row {index + 1} column {fld.column_label()!r}: "
-                        f"{type(exc).__name__}: {exc}") from exc
+    return load_cell(fld.modality, cell, base_dir, source, index + 1, fld.columns)
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -110,12 +90,14 @@ class MultimodalDataset(torch.utils.data.Dataset):
             raw = load_field(fld, row, self.base_dir, self.source, index)
             if raw is None:
                 items[fld.name] = None
-            elif self.train and not fld.encoder.deterministic_train:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
-                    items[fld.name] = fld.encoder.preprocess(raw, train=True)
-            else:
-                items[fld.name] = fld.encoder.preprocess(raw, train=self.train)
+                continue
+            with data_context(self.source, index + 1, fld.columns):
+                if self.train and not fld.encoder.deterministic_train:
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
+                        items[fld.name] = fld.encoder.preprocess(raw, train=True)
+                else:
+                    items[fld.name] = fld.encoder.preprocess(raw, train=self.train)
         target = None
         if self.head is not None and self.target_columns:
             raw_t = self.raw_targets(index)

@@ -24,6 +24,6 @@ class DataSplits:
     """
 
     splits: dict[str, list[dict[str, Any]]]
-    columns: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str | list[str]] = field(default_factory=dict)
     base_dir: Path | None = None
     name: str = "data"

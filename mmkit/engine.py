@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from mmkit import checkpoint as ckpt
-from mmkit.data import (Collator, EmbeddingCache, EpochSampler, Field, MultimodalDataset, check_columns,
-                        load_field)
+from mmkit.data import Collator, EmbeddingCache, EpochSampler, Field, MultimodalDataset, load_field
+from mmkit.manifest import check_columns
 from mmkit.datasets import DataSplits
 from mmkit.errors import DataError, MmkitError, RecipeError
 from mmkit.interfaces import Batch, Metrics, scatter_embedding
@@ -162,6 +162,7 @@ def assemble(recipe: Recipe, registry: Registry, plan: DataPlan | None = None,
     """Build the model, then fit its components on the training split (or restore ``fit_state``)."""
     model = build_model(recipe, fit_state=fit_state, registry=registry)
     if plan is None:
+        model.apply_freeze()
         return model
     columns = {**plan.splits.columns, **recipe.data["columns"]}
     plan.target_columns = {f: columns.get(f, f) for f in model.head.fields}
@@ -173,6 +174,7 @@ def assemble(recipe: Recipe, registry: Registry, plan: DataPlan | None = None,
         for name, enc in model.encoders.items():
             enc.fit(fit.values(name, enc))
         model.head.fit(fit.targets(model.head.fields))
+    model.apply_freeze()  # again: fit may have created parameters (vocabulary-sized tables)
     return model
 
 

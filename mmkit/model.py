@@ -26,6 +26,10 @@ class MultimodalModel(nn.Module):
         self.fusion = fusion
         self.head = head
         self.frozen = set(frozen)
+        self.apply_freeze()
+
+    def apply_freeze(self) -> None:
+        """No gradients and eval mode for frozen encoders (call again after ``fit`` creates parameters)."""
         for name in self.frozen:
             self.encoders[name].requires_grad_(False)
             self.encoders[name].eval()

@@ -1,0 +1,82 @@
+"""``transformer``: a pre-norm transformer encoder over the tokens of all modalities plus a CLS token."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from mmkit.errors import ParameterError
+from mmkit.interfaces import Embedding, Fused, Fusion
+from mmkit_fusion.common import (Projection, batch_info, check_positive, check_probability, modality_dropout,
+                                 modality_order, token_view)
+
+
+class TransformerFusion(Fusion):
+    """Joint self-attention over all modalities' tokens; the CLS token is the fused vector.
+
+    Every modality's tokens (its pooled vector as a single token when its encoder gives none) are
+    projected to ``dim`` (Linear + LayerNorm) and get a learned modality-type embedding; a learned
+    CLS token is prepended and ``layers`` pre-norm ``nn.TransformerEncoderLayer`` blocks run with a
+    key-padding mask built from the token masks and presence (an absent modality's tokens are all
+    masked; CLS never is, so no attention row is empty). Output: ``pooled`` = the final-LayerNorm
+    CLS vector; ``tokens`` = all tokens, CLS first, with ``mask`` (padded positions are zero).
+
+    Args:
+        dim: model width (tokens and fused output).
+        layers: number of transformer encoder layers.
+        heads: attention heads per layer (must divide ``dim``).
+        dropout: dropout in attention and feed-forward sublayers.
+        ff_mult: each layer's feed-forward hidden width is ``ff_mult * dim``.
+        modality_dropout: training only: probability of dropping each present modality of each
+            sample (never a sample's last one); dropped modalities' tokens are masked.
+    """
+
+    has_tokens = True
+
+    def __init__(self, input_dims: dict[str, int], token_inputs: dict[str, bool] | None = None, dim: int = 256,
+                 layers: int = 2, heads: int = 4, dropout: float = 0.1, ff_mult: int = 4,
+                 modality_dropout: float = 0.0) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("layers", layers), ("heads", heads), ("ff_mult", ff_mult)):
+            check_positive(name, value)
+        check_probability("dropout", dropout)
+        check_probability("modality_dropout", modality_dropout)
+        if dim % heads:
+            raise ParameterError(f"heads ({heads}) must divide dim ({dim})")
+        self.modalities = modality_order(input_dims)
+        self.dim = dim
+        self.modality_dropout = modality_dropout
+        self.proj = nn.ModuleDict({m: Projection(input_dims[m], dim) for m in self.modalities})
+        self.type_embed = nn.Parameter(torch.randn(len(self.modalities), dim) * 0.02)
+        self.cls = nn.Parameter(torch.randn(dim) * 0.02)
+        # Layers are called one by one (not through nn.TransformerEncoder) so that PyTorch's nested-tensor
+        # fast path, which treats padded positions differently in eval mode, is never taken.
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, heads, dim_feedforward=ff_mult * dim, dropout=dropout,
+                                       activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, embeddings: Mapping[str, Embedding]) -> Fused:
+        batch, device, dtype = batch_info(embeddings, self.modalities)
+        embs = modality_dropout(embeddings, self.modalities, self.modality_dropout, self.training)
+        toks = [self.cls.to(dtype).expand(batch, 1, -1)]
+        masks = [torch.ones(batch, 1, dtype=torch.bool, device=device)]
+        for i, m in enumerate(self.modalities):
+            if m not in embs:
+                continue
+            t, mask = token_view(embs[m])
+            toks.append(self.proj[m](t) + self.type_embed[i].to(t.dtype))
+            masks.append(mask)
+        x, mask = torch.cat(toks, dim=1), torch.cat(masks, dim=1)
+        padding = ~mask
+        for layer in self.layers:
+            x = layer(x, src_key_padding_mask=padding)
+            # padded positions never influence real ones (they are masked keys); zero them anyway so
+            # that train and eval (fast path) give identical tensors
+            x = torch.where(mask[..., None], x, torch.zeros_like(x))
+        x = self.norm(x)
+        tokens = torch.where(mask[..., None], x, torch.zeros_like(x))
+        return Fused(pooled=x[:, 0], tokens=tokens, mask=mask, inputs=dict(embeddings))

@@ -47,6 +47,15 @@ def create(kind: str, name: str, /, **params: Any) -> Any:
     return get_registry().create(kind, name, context=context, **params)
 
 
+def load(name_or_path: str, **kw: Any) -> Any:
+    """Load a trained model for inference (``NAME``, ``NAME@3``, a model folder or a run directory):
+    a :class:`mmkit.predictor.Predictor` with ``predict``, ``embed``, ``search``, ``evaluate``, ``save``.
+    Keyword arguments (``device``, ``registry``, ``checkpoint``) go to :func:`mmkit.predictor.load`."""
+    from mmkit.predictor import load as _load
+
+    return _load(name_or_path, **kw)
+
+
 __all__ = [
     "ComponentInfo",
     "ComponentNotFoundError",
@@ -61,5 +70,6 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "list_components",
+    "load",
     "reset_registry",
 ]

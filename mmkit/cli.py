@@ -231,9 +231,10 @@ def main() -> None:
 
 def _add_builtin_commands() -> None:
     from mmkit.cli_data import data
+    from mmkit.cli_models import COMMANDS as MODEL_COMMANDS
     from mmkit.cli_run import COMMANDS
 
-    for command in [*COMMANDS, data]:
+    for command in [*COMMANDS, *MODEL_COMMANDS, data]:
         cli.add_command(command)
 
 

@@ -99,7 +99,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
                 else:
                     items[fld.name] = fld.encoder.preprocess(raw, train=self.train)
         target = None
-        if self.head is not None and self.target_columns:
+        if self.head is not None:
             raw_t = self.raw_targets(index)
             try:
                 target = self.head.preprocess_target(raw_t)

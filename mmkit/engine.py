@@ -545,6 +545,7 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
         state = {"step": step, "epoch": epoch, "micro_in_epoch": micro_in_epoch, "best": best,
                  "bad_evals": bad_evals, "samples_seen": samples_seen, "train_time": train_time,
                  "world": dist.world, "fit_state": model.fit_state(), "model": recipe.model_signature(),
+                 "columns": {**plan.field_columns, **plan.target_columns},
                  "py_rng": _py_rng_state(), "seed": seed}
         training_state = {"optimizer": optimizer.state_dict(), "rng": rng_after_step,
                           "scaler": scaler.state_dict() if scaler is not None else {}}
@@ -575,6 +576,7 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
     interrupted = False
     stopped_early = False
     window_loss, window_n, window_t, window_samples = 0.0, 0, time.perf_counter(), 0
+    window_aux: dict[str, float] = {}
     net.train()
     try:
         with progress:
@@ -604,6 +606,8 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
                     micro_in_epoch += 1
                     samples_seen += batch.size * dist.world
                     window_loss += float(loss.detach())
+                    for key, value in out.aux.items():
+                        window_aux[key] = window_aux.get(key, 0.0) + float(value.detach())
                     window_n += 1
                     window_samples += batch.size * dist.world
                     if not sync:
@@ -631,8 +635,10 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
                     if step % t["log_every"] == 0:
                         log({"step": step, "epoch": epoch, "split": "train",
                              "metrics": {"loss": window_loss / max(window_n, 1), "lr": optimizer.param_groups[0]["lr"],
-                                         "samples_per_s": rate}})
+                                         "samples_per_s": rate,
+                                         **{k: v / max(window_n, 1) for k, v in window_aux.items()}}})
                         window_loss, window_n, window_t, window_samples = 0.0, 0, now, 0
+                        window_aux = {}
                     evaluated = False
                     if t["eval_every"] and step % t["eval_every"] == 0:
                         train_time += time.perf_counter() - t_epoch

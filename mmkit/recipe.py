@@ -141,6 +141,8 @@ def parse_value(text: str) -> Any:
 def apply_overrides(doc: dict[str, Any], overrides: Iterable[str], source: str = "--set") -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides to a recipe document (a copy is returned)."""
     doc = copy.deepcopy(doc)
+    if isinstance(doc.get("model"), str):  # `model = "CARD"`: overrides then go under the card's keys
+        doc["model"] = {"card": doc["model"]}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():

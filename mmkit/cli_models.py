@@ -1,0 +1,407 @@
+"""``mmkit register``, ``mmkit models [show]``, ``mmkit predict``, ``mmkit eval``, ``mmkit embed``.
+
+Listing and registering import no torch; predict/eval/embed import the predictor inside their bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mmkit.errors import MmkitError
+
+SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+_registry_option = click.option(
+    "--registry", "registry", type=click.Path(file_okay=False), default=None, metavar="DIR",
+    help="Registry folder (default: $MMKIT_REGISTRY, else $XDG_DATA_HOME/mmkit/models or "
+         "~/.local/share/mmkit/models).")
+_device_option = click.option("--device", default="cpu", show_default=True,
+                              help="cpu, cuda, cuda:N or auto (a model trained on a GPU runs on the CPU too).")
+_checkpoint_option = click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best",
+                                  show_default=True, help="Which checkpoint of a run directory to use.")
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------- register
+@click.command("register", context_settings=SETTINGS)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--name", required=True, help="Model name: letters, digits, '.', '_', '-'.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Checkpoint to register (best falls back to last when the run had no validation split).")
+@_registry_option
+@click.option("--json", "as_json", is_flag=True, help="Print the written card as JSON.")
+def register_cmd(run_dir: str, name: str, checkpoint: str, registry: str | None, as_json: bool) -> None:
+    """Register a trained RUN_DIR as NAME, with the next free version number.
+
+    \b
+    Copies the weights (safetensors), the resolved recipe, the fit state (label maps,
+    vocabularies) and the run's metrics into <registry>/NAME/<version>/ and writes card.json with
+    the weights' sha256. Load it anywhere as NAME, NAME@<version> or NAME@latest.
+
+    \b
+    Examples:
+      mmkit register runs/quickstart --name claims
+      mmkit register runs/quickstart --name claims --checkpoint last
+      mmkit predict claims@1 --input data.jsonl --out predictions.jsonl
+    """
+    from mmkit import models
+
+    card = models.register(run_dir, name, checkpoint, registry)
+    if as_json:
+        click.echo(json.dumps(card, indent=2))
+        return
+    where = models.registry_dir(registry) / name / str(card["version"])
+    click.echo(f"registered {name}@{card['version']} ({card['task']}, checkpoint {card['checkpoint']}, "
+               f"step {card['step']}) at {where}")
+    line = models.metric_line(card.get("metrics", {}))
+    if line:
+        click.echo(f"  {line}")
+
+
+# ------------------------------------------------------------------------------------- models
+@click.group("models", invoke_without_command=True, context_settings=SETTINGS)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of built-in cards and registered models.")
+@_registry_option
+@click.pass_context
+def models_group(ctx: click.Context, as_json: bool, registry: str | None) -> None:
+    """List built-in model cards and registered models.
+
+    \b
+    Built-in cards are recipes (no weights): use one with model = "NAME" in a recipe and
+    train it. Registered models are trained weights (mmkit register) for predict/eval/embed.
+
+    \b
+    Examples:
+      mmkit models
+      mmkit models --json
+      mmkit models show claim-classifier
+      mmkit models show claims@2
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["registry"] = registry
+    if ctx.invoked_subcommand is not None:
+        return
+    from mmkit import models
+
+    rows = models.list_models(registry)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(title="built-in cards (recipes: model = \"NAME\")", box=None, header_style="bold", title_justify="left")
+    for col in ("name", "task", "description"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if r["kind"] == "builtin":
+            table.add_row(r["name"], str(r["task"]), r["description"])
+    console.print(table)
+    registered = [r for r in rows if r["kind"] == "registered"]
+    table = Table(title=f"registered models ({models.registry_dir(registry)})", box=None, header_style="bold",
+                  title_justify="left")
+    for col in ("name", "version", "task", "metrics", "created"):
+        table.add_column(col, overflow="fold")
+    for r in registered:
+        table.add_row(r["name"], str(r["version"]), str(r["task"]), models.metric_line(r.get("metrics", {})),
+                      str(r.get("created", ""))[:16].replace("T", " "))
+    console.print(table)
+    if not registered:
+        console.print("  none yet: mmkit register RUN_DIR --name NAME")
+
+
+@models_group.command("show", context_settings=SETTINGS)
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+@_registry_option
+@click.pass_context
+def show_model_cmd(ctx: click.Context, name: str, as_json: bool, registry: str | None) -> None:
+    """Show the card of a model: NAME[@VERSION], a built-in card, a model folder or a run directory.
+
+    \b
+    Examples:
+      mmkit models show claim-classifier     # a built-in card (its recipe)
+      mmkit models show claims               # latest registered version
+      mmkit models show claims@1 --json
+    """
+    from mmkit import models
+
+    registry = registry or (ctx.obj or {}).get("registry")
+    card = models.show(name, registry)
+    if as_json:
+        click.echo(json.dumps(card, indent=2, default=str))
+        return
+    if card.get("kind") == "builtin":
+        from mmkit.recipe import dump_toml
+
+        click.echo(f"{card['name']} (built-in card, version {card.get('version')}, task {card.get('task')})")
+        click.echo(f"  {card.get('description', '')}")
+        click.echo(f"  use it: a recipe with  model = \"{card['name']}\"  (keys of your recipe override the card's)\n")
+        recipe = {k: v for k, v in card.items() if k in ("run", "data", "model", "train")}
+        click.echo(dump_toml(recipe))
+        return
+    label = f"{card.get('name')}@{card.get('version')}" if card.get("version") is not None else card.get("name")
+    click.echo(f"{label} ({'run directory' if card.get('kind') == 'run' else 'registered'}, task {card.get('task')})")
+    for key in ("path", "created", "checkpoint", "step", "source"):
+        if card.get(key) is not None:
+            click.echo(f"  {key}: {card[key]}")
+    comp = card.get("components") or {}
+    if comp:
+        click.echo(f"  encoders: {comp.get('encoders')}; fusion: {comp.get('fusion')}; head: {comp.get('head')}")
+    if card.get("columns"):
+        click.echo(f"  input columns: {card['columns']}")
+    for digest_file, digest in (card.get("sha256") or {}).items():
+        click.echo(f"  sha256 {digest_file}: {digest}")
+    metrics = card.get("metrics") or {}
+    for split, values in (metrics.get("final") or {}).items():
+        click.echo(f"  final {split}: " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()
+                                                  if isinstance(v, (int, float))))
+    best = metrics.get("best") or {}
+    if best.get("metric"):
+        click.echo(f"  best: {best['metric']} {best['value']:.4g} at step {best.get('step')}")
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _progress(total: int | None, label: str, quiet: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = _stderr()
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]:.0f} rows/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False, disable=quiet or not console.is_terminal)
+
+
+def _report_bad(bad: list[Any], done: int, out: str) -> None:
+    err = _stderr()
+    if bad:
+        err.print(f"skipped {len(bad)} bad row(s):", markup=False)
+        for b in bad[:5]:
+            err.print(f"  {b.error}", markup=False)
+        if len(bad) > 5:
+            err.print(f"  ... and {len(bad) - 5} more", markup=False)
+    err.print(f"{done} row(s) -> {out}", markup=False)
+
+
+class _AtomicText:
+    """A text file written to a temporary name and renamed into place on success (stdout for '-')."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.tmp: Path | None = None
+        self.fh: Any = None
+
+    def __enter__(self) -> Any:
+        if self.path in (None, "-"):
+            self.fh = sys.stdout
+            return self.fh
+        target = Path(self.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self.fh = open(self.tmp, "w", encoding="utf-8")
+        return self.fh
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if self.tmp is None:
+            self.fh.flush()
+            return
+        self.fh.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------- predict
+@click.command("predict", context_settings=SETTINGS)
+@click.argument("model")
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Rows to predict: .jsonl, .csv or .parquet with the columns the model was trained on.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Write JSON Lines here (default: stdout). Written to a temporary file, renamed when done.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--skip-bad-rows", is_flag=True, help="Skip (and count) rows that cannot be read instead of stopping.")
+@click.option("--allow-missing-columns", is_flag=True,
+              help="Accept input without a model column at all (that modality is absent in every row).")
+@_device_option
+@_checkpoint_option
+@_registry_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
+def predict_cmd(model: str, input_path: str, out: str | None, batch_size: int, skip_bad_rows: bool,
+                allow_missing_columns: bool, device: str, checkpoint: str, registry: str | None, quiet: bool) -> None:
+    """Predict every row of --input with MODEL; one JSON object per row.
+
+    \b
+    MODEL is NAME, NAME@VERSION, NAME@latest, a registered/saved model folder or a run directory.
+    Each output line is {"row": N, ...the head's prediction}: "label" and "probs" for
+    classification, "value" for regression, "caption" for captioning, embeddings for contrastive.
+    An empty cell is a missing modality (predicted through the fusion's missing-modality handling).
+    The input is streamed in batches: memory stays flat however long the file is.
+
+    \b
+    Examples:
+      mmkit predict claims --input data/shapes/test.jsonl --out predictions.jsonl
+      mmkit predict runs/quickstart --input rows.csv --skip-bad-rows > predictions.jsonl
+      mmkit predict claims@2 --input big.jsonl --out p.jsonl --batch-size 256 --device cuda
+    """
+    from mmkit.predictor import BadRow, count_records, load
+
+    predictor = load(model, device=device, registry=registry, checkpoint=checkpoint)
+    total = count_records(input_path)
+    bad: list[BadRow] = []
+    done = 0
+    import time
+
+    t0 = time.perf_counter()
+    with _progress(total, "predict", quiet) as progress, _AtomicText(out) as fh:
+        task = progress.add_task("predict", total=total, rate=0.0)
+        for number, pred in predictor.iter_predict(input_path, batch_size, skip_bad_rows=skip_bad_rows,
+                                                   bad_rows=bad, allow_missing_columns=allow_missing_columns):
+            fh.write(json.dumps({"row": number, **pred}, ensure_ascii=False) + "\n")
+            done += 1
+            progress.update(task, completed=done + len(bad), rate=done / max(time.perf_counter() - t0, 1e-9))
+    if not quiet:
+        _report_bad(bad, done, out or "stdout")
+    if done == 0:
+        raise MmkitError(f"{input_path}: no row could be predicted")
+
+
+# ------------------------------------------------------------------------------------- eval
+@click.command("eval", context_settings=SETTINGS)
+@click.argument("model")
+@click.option("--data", "data", required=True, metavar="FILE_OR_DATASET",
+              help="A labelled manifest (.jsonl/.csv/.parquet) or a registered dataset name (e.g. shapes).")
+@click.option("--split", default="test", show_default=True, help="Split of a registered dataset.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Dataset option (e.g. -o n_test=1000); the training recipe's options are reused otherwise.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@_device_option
+@_checkpoint_option
+@_registry_option
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as a JSON object.")
+def eval_cmd(model: str, data: str, split: str, options: tuple[str, ...], batch_size: int, device: str,
+             checkpoint: str, registry: str | None, as_json: bool) -> None:
+    """Evaluate MODEL on labelled data: the head's metrics (accuracy/F1, RMSE/MAE/R², BLEU/CIDEr, recall@K).
+
+    \b
+    Examples:
+      mmkit eval claims --data shapes                       # the test split, as trained
+      mmkit eval claims --data shapes --split val -o n_val=2000
+      mmkit eval claims@1 --data data/shapes/test.jsonl --json
+    """
+    from mmkit.predictor import load
+    from mmkit.recipe import parse_value
+
+    opts = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="-o/--option")
+        opts[key.strip()] = parse_value(value.strip())
+    predictor = load(model, device=device, registry=registry, checkpoint=checkpoint)
+    metrics = predictor.evaluate(data, split=split, batch_size=batch_size, options=opts)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    name = predictor.card.get("name", model)
+    click.echo(f"{name} on {data}" + ("" if Path(data).is_file() else f" ({split})") + ":")
+    for key, value in metrics.items():
+        click.echo(f"  {key:<24} {value:.4f}")
+
+
+# ------------------------------------------------------------------------------------- embed
+@click.command("embed", context_settings=SETTINGS)
+@click.argument("model")
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Rows to embed: .jsonl, .csv or .parquet.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Output .npy (float32 [rows, dim]) or .parquet (needs pyarrow).")
+@click.option("--modality", default=None, help="Embed one modality (its encoder's pooled output) instead of the fused vector.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--skip-bad-rows", is_flag=True, help="Write NaN rows for unreadable rows instead of stopping.")
+@click.option("--allow-missing-columns", is_flag=True, help="Accept input without a model column at all.")
+@_device_option
+@_checkpoint_option
+@_registry_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
+def embed_cmd(model: str, input_path: str, out: str, modality: str | None, batch_size: int, skip_bad_rows: bool,
+              allow_missing_columns: bool, device: str, checkpoint: str, registry: str | None, quiet: bool) -> None:
+    """Write one embedding per input row: the fused vector, or one modality's with --modality.
+
+    \b
+    Row i of the output is row i of the input. Rows where --modality is absent, and skipped bad
+    rows, are NaN. The .npy file is written in place batch by batch (memory stays flat).
+
+    \b
+    Examples:
+      mmkit embed claims --input data/shapes/test.jsonl --out fused.npy
+      mmkit embed clip --input captions.jsonl --out text.npy --modality text
+    """
+    import numpy as np
+
+    from mmkit.predictor import BadRow, count_records, load
+
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".npy", ".parquet"):
+        raise click.BadParameter("use a .npy (or .parquet) file name", param_hint="--out")
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise MmkitError("writing Parquet needs pyarrow: pip install 'mmkit[parquet]' (or use --out FILE.npy)") from None
+    predictor = load(model, device=device, registry=registry, checkpoint=checkpoint)
+    dim = predictor.embedding_dim(modality)
+    total = count_records(input_path)
+    bad: list[BadRow] = []
+    done = 0
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp.npy")
+    try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, dim))
+        arr[:] = np.nan
+        import time
+
+        t0 = time.perf_counter()
+        with _progress(total, "embed", quiet) as progress:
+            task = progress.add_task("embed", total=total, rate=0.0)
+            for numbers, chunk in predictor.iter_embed(input_path, modality, batch_size, skip_bad_rows=skip_bad_rows,
+                                                       bad_rows=bad, allow_missing_columns=allow_missing_columns):
+                arr[np.asarray(numbers, dtype=np.int64) - 1] = chunk
+                done += len(numbers)
+                progress.update(task, completed=done + len(bad), rate=done / max(time.perf_counter() - t0, 1e-9))
+        arr.flush()
+        del arr
+        if suffix == ".npy":
+            os.replace(tmp, target)
+        else:
+            _write_parquet(np.load(tmp, mmap_mode="r"), target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if not quiet:
+        _report_bad(bad, done, f"{out} ({total} x {dim} float32)")
+    if done == 0:
+        raise MmkitError(f"{input_path}: no row could be embedded")
+
+
+def _write_parquet(arr: Any, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    column = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), type=pa.float32()), arr.shape[1])
+    pq.write_table(pa.table({"row": pa.array(range(1, arr.shape[0] + 1)), "embedding": column}), path)
+
+
+COMMANDS = [register_cmd, models_group, predict_cmd, eval_cmd, embed_cmd]

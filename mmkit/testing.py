@@ -1,22 +1,42 @@
-"""Contract checks for Encoder, Fusion and Head -- run them in your plugin's tests.
+"""Contract checks for plugin components -- run them in your plugin's tests.
 
-    from mmkit.testing import check_encoder, check_fusion, check_head
+    from mmkit.testing import check_encoder, check_fusion, check_head, check_modality, check_plugin_module
 
     def test_my_fusion():
         check_fusion(lambda input_dims, token_inputs: MyFusion(input_dims, token_inputs, dim=32))
 
-Every check raises :class:`ContractError` with a message that says what is wrong.
+    def test_my_plugin_is_light():
+        check_plugin_module("my_pkg.plugin")
+
+Every check raises :class:`ContractError` (an ``AssertionError``) with a message that says what is
+wrong and, where it can, how to fix it. Besides each interface's own rules, the encoder, fusion and
+head checks all verify: float outputs and bool masks, a ``state_dict`` round trip, a JSON fit state
+that restores the same outputs, a device move (to CUDA when available, else to the ``meta`` device
+plus a scan for tensors that are not registered buffers), and freezing (``requires_grad_(False)``
+leaves every parameter and buffer unchanged through an optimizer step).
+
+A pytest fixture ``mmkit_registry`` (an isolated registry for your plugin) lives in
+:mod:`mmkit.testing_plugin`.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Mapping, Sequence
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmkit.interfaces import Batch, Embedding, Encoder, Fused, Fusion, Head, Output, scatter_embedding
+
+#: Libraries a plugin module (and its package ``__init__``) must not import: listing stays fast.
+HEAVY_MODULES = ("torch", "timm", "transformers", "sentence_transformers")
 
 
 class ContractError(AssertionError):
@@ -32,40 +52,234 @@ def _finite(t: Tensor, what: str) -> None:
     _require(bool(torch.isfinite(t).all()), f"{what} has NaN or inf values")
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------ shared checks
+def _move(value: Any, device: torch.device | str) -> Any:
+    """Move tensors (nested in dicts, lists, tuples, objects with ``.to``) to ``device``."""
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _move(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        moved = [_move(v, device) for v in value]
+        return type(value)(*moved) if hasattr(value, "_fields") else type(value)(moved)
+    if hasattr(value, "to") and callable(value.to) and not isinstance(value, nn.Module):
+        try:
+            return value.to(device)
+        except TypeError:
+            return value
+    return value
+
+
+def _tensors(value: Any) -> list[Tensor]:
+    """Every tensor inside ``value`` (Output/Fused/Embedding dataclasses, dicts, lists)."""
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    if hasattr(value, "__dataclass_fields__"):
+        return [t for name in value.__dataclass_fields__ for t in _tensors(getattr(value, name))]
+    return []
+
+
+def _check_state_dict(module: nn.Module, name: str | None = None) -> None:
+    """Loading the state dict into a perturbed copy restores every tensor exactly."""
+    name = name or type(module).__name__
+    clone = copy.deepcopy(module)
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.add_(1.0)
+        for b in clone.buffers():
+            if b.is_floating_point():
+                b.add_(1.0)
+    try:
+        clone.load_state_dict(module.state_dict())
+    except Exception as exc:  # noqa: BLE001 - report as a contract failure
+        raise ContractError(f"{name}: load_state_dict(state_dict()) fails: {type(exc).__name__}: {exc}") from exc
+    original = module.state_dict()
+    restored = clone.state_dict()
+    _require(original.keys() == restored.keys(), f"{name}: state_dict keys change after a round trip")
+    for key, value in original.items():
+        _require(torch.equal(value, restored[key]), f"{name}: state_dict round trip changed {key}")
+    for (pname, a), (_, b) in zip(module.named_parameters(), clone.named_parameters()):
+        _require(torch.equal(a, b), f"{name}: parameter {pname} is not restored by load_state_dict "
+                                    "(is it missing from state_dict?)")
+
+
+def _json_fit_state(component: nn.Module, name: str) -> dict[str, Any]:
+    """``get_fit_state()`` survives ``json.dumps``/``json.loads`` (it is saved with the model as JSON)."""
+    state = component.get_fit_state()
+    _require(isinstance(state, dict), f"{name}.get_fit_state() must return a dict, got {type(state).__name__}")
+    try:
+        text = json.dumps(state)
+    except (TypeError, ValueError) as exc:
+        raise ContractError(f"{name}.get_fit_state() is not JSON-serialisable: {exc}") from exc
+    return json.loads(text)
+
+
+def _restored_copy(component: nn.Module, name: str) -> nn.Module:
+    """A copy restored the way a trained model is loaded: JSON fit state first, then the weights."""
+    state = _json_fit_state(component, name)
+    clone = copy.deepcopy(component)
+    try:
+        clone.set_fit_state(state)
+        clone.load_state_dict(component.state_dict())
+    except Exception as exc:  # noqa: BLE001
+        raise ContractError(f"{name}: restoring set_fit_state(json(get_fit_state())) then load_state_dict fails: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    return clone
+
+
+def _close(a: Tensor, b: Tensor, atol: float, rtol: float = 1e-3) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a.detach().float().cpu(), b.detach().float().cpu(),
+                                                      atol=atol, rtol=rtol))
+
+
+def _stray_tensors(module: nn.Module) -> list[str]:
+    """Attributes holding a tensor that is neither a parameter nor a buffer (it would not follow
+    ``.to(device)`` nor be saved). Scans the modules of the component's own package only."""
+    out = []
+    for mname, sub in module.named_modules():
+        if type(sub).__module__.split(".")[0] in ("torch", "timm", "transformers", "sentence_transformers"):
+            continue
+        for attr, value in vars(sub).items():
+            if attr.startswith("__") or attr in ("_parameters", "_buffers", "_modules"):
+                continue
+            if isinstance(value, Tensor) and not isinstance(value, nn.Parameter):
+                out.append(f"{mname + '.' if mname else ''}{attr}")
+    return out
+
+
+def check_device(module: nn.Module, run: Callable[[nn.Module, torch.device], Any], reference: Any | None = None,
+                 *, device: str | torch.device | None = None, name: str | None = None,
+                 atol: float = 1e-2) -> None:
+    """Check that ``module`` can move to another device.
+
+    Always: every parameter and buffer follows ``.to("meta")``, and no submodule keeps a tensor in a
+    plain attribute (use ``register_buffer``). On CUDA (or ``device``): ``run(moved_module, device)``
+    works with inputs on that device, its tensors are on that device, and they match ``reference``
+    (the CPU outputs) within ``atol`` relative to their scale.
+    """
+    name = name or type(module).__name__
+    stray = _stray_tensors(module)
+    _require(not stray, f"{name}: attribute(s) {', '.join(stray)} hold a tensor that is not a parameter or a "
+                        "registered buffer: it will stay on the CPU when the model moves to a GPU and is not saved; "
+                        "use self.register_buffer(name, tensor) (persistent=False if it should not be saved), "
+                        "or, for a tensor only preprocess() uses, keep it out of the module (a cached function)")
+    meta = copy.deepcopy(module).to("meta")
+    for pname, tensor in list(meta.named_parameters()) + list(meta.named_buffers()):
+        _require(tensor.device.type == "meta", f"{name}: {pname} did not move with .to(device)")
+    if device is None:
+        if not torch.cuda.is_available():
+            return
+        device = "cuda"
+    device = torch.device(device)
+    moved = copy.deepcopy(module).to(device)
+    try:
+        out = run(moved, device)
+    except RuntimeError as exc:
+        raise ContractError(f"{name}: forward fails after .to({str(device)!r}): {exc}. Create new tensors on "
+                            "the inputs' device (device=x.device) and register constant tensors as buffers") from exc
+    tensors = _tensors(out)
+    for i, t in enumerate(tensors):
+        _require(t.device.type == device.type, f"{name}: output tensor {i} is on {t.device}, expected {device}")
+    if reference is not None and device.type != "meta":
+        for i, (a, b) in enumerate(zip(_tensors(reference), tensors)):
+            if a.is_floating_point():
+                scale = float(a.detach().abs().max()) if a.numel() else 1.0
+                _require(_close(a, b, atol * max(scale, 1.0), 1e-2),
+                         f"{name}: output tensor {i} on {device} differs from the CPU result")
+            else:
+                _require(torch.equal(a.cpu(), b.cpu()),
+                         f"{name}: output tensor {i} on {device} differs from the CPU result")
+
+
+def check_frozen(module: nn.Module, run: Callable[[nn.Module], Any], *, name: str | None = None) -> None:
+    """Freezing works as the engine does it: ``requires_grad_(False)``, then ``train()`` and ``eval()``
+    (the model's ``train()`` is called every epoch). A forward pass ``run(frozen)``, a backward of its
+    outputs when they carry a gradient, and an optimizer step must leave every parameter and buffer
+    unchanged, with no gradient on any parameter."""
+    name = name or type(module).__name__
+    frozen = copy.deepcopy(module)
+    frozen.requires_grad_(False)
+    frozen.train()
+    frozen.eval()
+    before = {k: v.detach().clone() for k, v in frozen.state_dict().items()}
+    params = list(frozen.parameters())
+    optimizer = torch.optim.SGD(params, lr=1.0, momentum=0.9) if params else None
+    out = run(frozen)
+    live = [t for t in _tensors(out) if t.is_floating_point() and t.requires_grad]
+    if live:
+        loss = sum(t.float().pow(2).mean() for t in live)
+        loss.backward()
+    for pname, p in frozen.named_parameters():
+        _require(not p.requires_grad, f"{name}: parameter {pname} has requires_grad=True again after "
+                                      "requires_grad_(False), train() and eval(): do not turn gradients back on "
+                                      "in train(), eval() or forward() -- freezing is the engine's job")
+        _require(p.grad is None, f"{name}: frozen parameter {pname} received a gradient")
+    if optimizer is not None:
+        optimizer.step()
+    after = frozen.state_dict()
+    for key, value in before.items():
+        _require(key in after and torch.equal(value, after[key]),
+                 f"{name}: {key} changed although the module is frozen and in eval mode "
+                 "(an in-place update in forward, or a buffer updated in eval mode)")
+
+
 # ------------------------------------------------------------------------------------------ encoder
-def check_encoder(encoder: Encoder, raw_samples: Sequence[Any], *, atol: float = 1e-4) -> Embedding:
+def check_encoder(encoder: Encoder, raw_samples: Sequence[Any], *, atol: float = 1e-4,
+                  device: str | torch.device | None = None) -> Embedding:
     """Check an encoder on a few loaded raw values (at least 2, ideally of different sizes/lengths).
 
-    Checks: eval preprocessing is deterministic; ``forward`` gives ``pooled [P, dim]`` (and tokens with
-    a bool mask when ``has_tokens``), finite; a sample's output does not depend on the other samples
-    it is batched with (padding is masked); absent samples scatter to zeros; gradients reach the
-    trainable parameters; ``state_dict`` round-trips.
+    Checks: eval preprocessing is deterministic; ``forward`` gives float ``pooled [P, dim]`` (and
+    float tokens with a bool mask when ``has_tokens``), finite, with ``present`` all True; a sample's
+    output does not depend on the other samples it is batched with (padding is masked); absent samples
+    scatter to zeros; gradients reach the trainable parameters; ``state_dict`` and the JSON fit state
+    round-trip; the encoder moves to another device (``device``, else CUDA when available, else
+    ``meta``); a frozen copy stays unchanged through an optimizer step.
     """
+    name = type(encoder).__name__
     _require(len(raw_samples) >= 2, "check_encoder needs at least two raw samples")
-    _require(isinstance(getattr(encoder, "dim", None), int) and encoder.dim > 0,
-             f"{type(encoder).__name__}.dim must be a positive int")
-    _require(bool(encoder.modality), f"{type(encoder).__name__}.modality must name a modality")
+    _require(isinstance(getattr(encoder, "dim", None), int) and encoder.dim > 0, f"{name}.dim must be a positive int")
+    _require(isinstance(encoder.modality, str) and bool(encoder.modality), f"{name}.modality must name a modality")
     encoder.eval()
     items = [encoder.preprocess(r, train=False) for r in raw_samples]
     again = [encoder.preprocess(r, train=False) for r in raw_samples]
     for i, (a, b) in enumerate(zip(items, again)):
-        _require(_same(a, b), f"preprocess(train=False) is not deterministic (sample {i})")
+        _require(_same(a, b), f"{name}: preprocess(train=False) is not deterministic (sample {i})")
+    collated = encoder.collate(items)
     with torch.no_grad():
-        emb = encoder(encoder.collate(items))
+        emb = encoder(collated)
     _check_embedding_rows(encoder, emb, len(items))
     # batch invariance: each sample alone gives the same result as inside the batch (mask honoured)
     with torch.no_grad():
         for i in range(len(items)):
             alone = encoder(encoder.collate([items[i]]))
-            _require(torch.allclose(alone.pooled[0], emb.pooled[i], atol=atol, rtol=1e-3),
-                     f"pooled output of sample {i} changes when it is batched with other samples: "
-                     "padding or the token mask is not honoured")
+            diff = (alone.pooled[0].float() - emb.pooled[i].float()).abs().max().item()
+            _require(_close(alone.pooled[0], emb.pooled[i], atol),
+                     f"{name}: pooled output of sample {i} changes when it is batched with other samples "
+                     f"(max difference {diff:.3g}): padding or the token mask is not honoured")
+            if encoder.has_tokens and alone.tokens is not None and emb.tokens is not None:
+                n = int(alone.token_mask[0].sum())
+                real_b = emb.tokens[i][emb.token_mask[i]]
+                _require(int(emb.token_mask[i].sum()) == n,
+                         f"{name}: sample {i} has {n} real tokens alone but {int(emb.token_mask[i].sum())} in a batch")
+                _require(_close(alone.tokens[0][alone.token_mask[0]], real_b, atol),
+                         f"{name}: the real tokens of sample {i} change when it is batched with other samples")
     present = torch.tensor([True, False] + [True] * (len(items) - 1))
     full = scatter_embedding(emb, present)
-    _require(bool((full.pooled[1] == 0).all()), "scatter of an absent sample is not zero")
+    _require(bool((full.pooled[1] == 0).all()), f"{name}: scatter of an absent sample is not zero")
     # gradients reach trainable parameters only
     encoder.train()
     out = encoder(encoder.collate([encoder.preprocess(r, train=True) for r in raw_samples]))
+    _require(isinstance(out, Embedding) and out.pooled.is_floating_point(),
+             f"{name}: forward in train mode must return an Embedding with float pooled")
     loss = out.pooled.float().pow(2).mean() + (out.tokens.float().pow(2).mean() if out.tokens is not None else 0)
     encoder.zero_grad(set_to_none=True)
     loss.backward()
@@ -73,11 +287,32 @@ def check_encoder(encoder: Encoder, raw_samples: Sequence[Any], *, atol: float =
     frozen = [(n, p) for n, p in encoder.named_parameters() if not p.requires_grad]
     if trainable:
         _require(any(p.grad is not None and p.grad.abs().sum() > 0 for _, p in trainable),
-                 "no trainable parameter received a gradient")
-    for name, p in frozen:
-        _require(p.grad is None, f"frozen parameter {name} received a gradient")
+                 f"{name}: no trainable parameter received a gradient")
+    for pname, p in frozen:
+        _require(p.grad is None, f"{name}: frozen parameter {pname} received a gradient")
     encoder.zero_grad(set_to_none=True)
-    _check_state_dict(encoder)
+    encoder.eval()
+    _check_state_dict(encoder, name)
+    with torch.no_grad():  # the train-mode pass may have updated buffers (BatchNorm statistics)
+        ref = encoder(collated)
+    clone = _restored_copy(encoder, name)
+    clone.eval()
+    with torch.no_grad():
+        restored = clone(clone.collate([clone.preprocess(r, train=False) for r in raw_samples]))
+    _require(_close(restored.pooled, ref.pooled, atol),
+             f"{name}: a copy restored from the JSON fit state and the state_dict gives different outputs "
+             "(does get_fit_state() hold everything fit() learned, e.g. a vocabulary with int keys?)")
+
+    def run_on(module: nn.Module, dev: torch.device) -> Embedding:
+        with torch.no_grad():
+            return module(_move(collated, dev))
+
+    check_device(encoder, run_on, ref, device=device, name=name)
+
+    def run_frozen(module: nn.Module) -> Embedding:
+        return module(module.collate([module.preprocess(r, train=False) for r in raw_samples]))
+
+    check_frozen(encoder, run_frozen, name=name)
     encoder.eval()
     return emb
 
@@ -102,14 +337,18 @@ def _same(a: Any, b: Any) -> bool:
 def _check_embedding_rows(encoder: Encoder, emb: Embedding, n: int) -> None:
     name = type(encoder).__name__
     _require(isinstance(emb, Embedding), f"{name}.forward must return an Embedding, got {type(emb).__name__}")
-    _require(tuple(emb.pooled.shape) == (n, encoder.dim),
-             f"{name}: pooled has shape {tuple(emb.pooled.shape)}, expected ({n}, {encoder.dim})")
-    _require(emb.pooled.is_floating_point(), f"{name}: pooled must be a float tensor")
+    _require(isinstance(emb.pooled, Tensor) and tuple(emb.pooled.shape) == (n, encoder.dim),
+             f"{name}: pooled has shape {tuple(getattr(emb.pooled, 'shape', ()))}, expected ({n}, {encoder.dim})")
+    _require(emb.pooled.is_floating_point(), f"{name}: pooled must be a float tensor, got {emb.pooled.dtype}")
     _finite(emb.pooled, f"{name} pooled output")
+    _require(isinstance(emb.present, Tensor) and emb.present.dtype == torch.bool and tuple(emb.present.shape) == (n,),
+             f"{name}: present must be a bool [{n}] tensor (all True: forward only sees present samples)")
+    _require(bool(emb.present.all()), f"{name}: present must be all True for the samples forward receives")
     if encoder.has_tokens:
         _require(emb.tokens is not None, f"{name}.has_tokens is True but forward returned no tokens")
         _require(emb.tokens.dim() == 3 and emb.tokens.shape[0] == n and emb.tokens.shape[2] == encoder.dim,
                  f"{name}: tokens must be [{n}, T, {encoder.dim}], got {tuple(emb.tokens.shape)}")
+        _require(emb.tokens.is_floating_point(), f"{name}: tokens must be a float tensor, got {emb.tokens.dtype}")
         _require(emb.token_mask is not None and emb.token_mask.dtype == torch.bool
                  and tuple(emb.token_mask.shape) == tuple(emb.tokens.shape[:2]),
                  f"{name}: token_mask must be a bool [B, T] tensor")
@@ -117,14 +356,88 @@ def _check_embedding_rows(encoder: Encoder, emb: Embedding, n: int) -> None:
         _finite(emb.tokens, f"{name} tokens")
 
 
-def _check_state_dict(module: torch.nn.Module) -> None:
-    clone = copy.deepcopy(module)
-    for p in clone.parameters():
-        with torch.no_grad():
-            p.add_(1.0)
-    clone.load_state_dict(module.state_dict())
-    for (name, a), b in zip(module.state_dict().items(), clone.state_dict().values()):
-        _require(torch.equal(a, b), f"state_dict round trip changed {name}")
+# ----------------------------------------------------------------------------------------- modality
+_AUTO: Any = object()
+
+
+def _resolve(cell: Any, base_dir: Path | None) -> Path | None:
+    if not isinstance(cell, (str, os.PathLike)):
+        return None
+    text = os.fspath(cell)
+    if not text.strip() or "\n" in text or len(text) > 4096:
+        return None
+    path = Path(os.path.expanduser(text.strip()))
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    try:
+        return path if path.is_file() else None
+    except OSError:
+        return None
+
+
+def check_modality(modality: Any, cells: Sequence[Any], base_dir: str | Path | None = None, *,
+                   missing: Any = _AUTO) -> list[Any]:
+    """Check a :class:`mmkit.modality.Modality` (a class or an instance) on a few present ``cells``.
+
+    Checks: the class builds without arguments (the engine does ``Modality()``) and pickles (DataLoader
+    workers); ``name`` is set; ``is_absent`` is True for ``None``, ``""``, ``"  "`` and NaN, and False for
+    every given cell; ``load(cell, base_dir)`` of each cell returns a value; loading a file that does
+    not exist raises (preferably :class:`mmkit.errors.DataError`) instead of returning something.
+
+    ``missing`` is the cell to try as a missing file; by default it is derived from the first cell that
+    names an existing file (a sibling name that does not exist), and skipped when no cell is a file.
+    Returns the loaded values.
+    """
+    if isinstance(modality, type):
+        try:
+            inst = modality()
+        except Exception as exc:  # noqa: BLE001
+            raise ContractError(f"{modality.__name__}() fails: the engine builds a modality without arguments "
+                                f"({type(exc).__name__}: {exc})") from exc
+    else:
+        inst = modality
+    name = type(inst).__name__
+    base = Path(base_dir) if base_dir is not None else None
+    _require(isinstance(inst.name, str) and bool(inst.name), f"{name}.name must name the modality (e.g. 'audio')")
+    _require(isinstance(inst.default_encoder, str), f"{name}.default_encoder must be a str ('' for none)")
+    try:
+        pickle.loads(pickle.dumps(inst))
+    except Exception as exc:  # noqa: BLE001
+        raise ContractError(f"{name} must pickle (DataLoader workers receive it): {type(exc).__name__}: {exc}") from exc
+    for empty in (None, "", "  ", float("nan")):
+        _require(bool(inst.is_absent(empty)),
+                 f"{name}.is_absent({empty!r}) must be True: an empty cell means the sample has no {inst.name}")
+    _require(len(cells) >= 1, "check_modality needs at least one present cell")
+    values = []
+    for i, cell in enumerate(cells):
+        _require(not inst.is_absent(cell), f"{name}.is_absent says cell {i} ({_short(cell)}) is absent, "
+                                           "but it was given as a present cell")
+        try:
+            value = inst.load(cell, base)
+        except Exception as exc:  # noqa: BLE001
+            raise ContractError(f"{name}.load of cell {i} ({_short(cell)}) raised "
+                                f"{type(exc).__name__}: {exc}") from exc
+        _require(value is not None, f"{name}.load of cell {i} ({_short(cell)}) returned None: return the loaded "
+                                    "value (absence is decided by is_absent, before load is called)")
+        values.append(value)
+    if missing is _AUTO:
+        missing = None
+        for cell in cells:
+            path = _resolve(cell, base)
+            if path is not None:
+                text = os.fspath(cell).strip()
+                missing = str(Path(text).with_name(f"does-not-exist-{Path(text).name}"))
+                break
+    if missing is not None:
+        try:
+            value = inst.load(missing, base)
+        except Exception:  # noqa: BLE001 - any error is fine; the engine adds file/row/column
+            pass
+        else:
+            raise ContractError(f"{name}.load({_short(missing)}) returned {_short(value, 40)} for a file that does "
+                                "not exist: a missing file must raise mmkit.errors.DataError (an empty cell, not a "
+                                "missing file, is what makes a sample absent)")
+    return values
 
 
 # ------------------------------------------------------------------------------------------- fusion
@@ -174,14 +487,35 @@ def _perturb_hidden(embs: Mapping[str, Embedding], seed: int = 1) -> dict[str, E
     return out
 
 
+def _absent_note(embs: Mapping[str, Embedding], rows: Iterable[int]) -> str:
+    notes = []
+    for r in rows:
+        absent = [m for m, e in embs.items() if not bool(e.present[r])]
+        notes.append(f"sample {r}: {', '.join(absent) + ' absent' if absent else 'all present'}")
+    return "; ".join(notes)
+
+
+def _finite_rows(t: Tensor, embs: Mapping[str, Embedding], what: str) -> None:
+    bad = (~torch.isfinite(t.float())).reshape(t.shape[0], -1).any(dim=1)
+    if bool(bad.any()):
+        rows = bad.nonzero(as_tuple=True)[0].tolist()
+        raise ContractError(f"{what} has NaN or inf values for samples {rows} ({_absent_note(embs, rows)}); a "
+                            "fusion must give finite outputs when some modalities are absent (e.g. guard "
+                            "divisions by the number of present modalities, use masked means, never softmax "
+                            "over an all-masked row)")
+
+
 def check_fusion(factory: Callable[[dict[str, int], dict[str, bool]], Fusion], *,
                  dims: Mapping[str, int] | None = None, tokens: Mapping[str, int] | None = None,
-                 batch: int = 6, atol: float = 1e-5, seed: int = 0) -> Fused:
+                 batch: int = 6, atol: float = 1e-5, seed: int = 0,
+                 device: str | torch.device | None = None) -> Fused:
     """Check a fusion built by ``factory(input_dims, token_inputs)`` for 1, 2 and 3 modalities.
 
-    Checks: ``pooled [B, dim]`` finite; tokens/mask shapes; finite outputs for samples with a single
-    modality; absent rows and padded tokens have no effect on the output; gradients reach the inputs
-    of present samples and the fusion's parameters; ``aux_losses`` are finite scalars.
+    Checks: float ``pooled [B, dim]`` finite (the message names the samples and their absent
+    modalities otherwise); tokens/bool mask shapes; absent rows and padded tokens have no effect on the
+    output; a modality missing from the dict entirely works; gradients reach the inputs of present
+    samples and the fusion's parameters; ``aux_losses`` are finite scalars; ``state_dict`` and fit
+    state round-trip; the fusion moves to another device; a frozen copy stays unchanged.
     """
     dims = dict(dims or {"image": 12, "text": 8, "tabular": 5})
     tokens = dict(tokens if tokens is not None else {"image": 4, "text": 6})
@@ -192,25 +526,36 @@ def check_fusion(factory: Callable[[dict[str, int], dict[str, bool]], Fusion], *
         token_inputs = {m: m in tokens for m in sub}
         torch.manual_seed(seed)
         fusion = factory(dict(sub), token_inputs)
+        _require(isinstance(getattr(fusion, "dim", None), int) and fusion.dim > 0,
+                 f"{type(fusion).__name__}.dim must be a positive int")
         fusion.eval()
         pres = presence_patterns(list(sub), batch, seed)
         embs = random_embeddings(sub, batch, {m: t for m, t in tokens.items() if m in sub}, pres, seed)
         name = f"{type(fusion).__name__} with {k} modalit{'y' if k == 1 else 'ies'}"
         with torch.no_grad():
             out = fusion(embs)
-            _check_fused(fusion, out, batch, name)
+            _check_fused(fusion, out, batch, name, embs)
             again = fusion(_perturb_hidden(embs, seed + 1))
-        _require(torch.allclose(out.pooled, again.pooled, atol=atol, rtol=1e-4),
+        _require(_close(out.pooled, again.pooled, atol, 1e-4),
                  f"{name}: changing absent rows or padded tokens changed the pooled output "
                  "(masks are not honoured)")
+        if k > 1:  # a modality may be missing from the dict altogether
+            partial = {m: e for m, e in embs.items() if m != names[k - 1]}
+            with torch.no_grad():
+                try:
+                    part = fusion(partial)
+                except Exception as exc:  # noqa: BLE001
+                    raise ContractError(f"{name}: forward fails when {names[k - 1]!r} is missing from the input "
+                                        f"dict: {type(exc).__name__}: {exc}") from exc
+            _check_fused(fusion, part, batch, f"{name} ({names[k - 1]!r} missing from the dict)", partial)
         # gradients
         fusion.train()
         torch.manual_seed(seed)
         leaves = {m: Embedding(e.pooled.clone().requires_grad_(True), e.present,
                                None if e.tokens is None else e.tokens.clone().requires_grad_(True), e.token_mask)
                   for m, e in embs.items()}
-        out = fusion(leaves)
-        loss = out.pooled.float().pow(2).mean() + sum(out.aux_losses.values(), torch.tensor(0.0))
+        out_train = fusion(leaves)
+        loss = out_train.pooled.float().pow(2).mean() + sum(out_train.aux_losses.values(), torch.tensor(0.0))
         loss.backward()
         grads = [e.pooled.grad for e in leaves.values()] + [e.tokens.grad for e in leaves.values()
                                                              if e.tokens is not None]
@@ -223,43 +568,75 @@ def check_fusion(factory: Callable[[dict[str, int], dict[str, bool]], Fusion], *
         for m, e in leaves.items():
             if e.pooled.grad is not None:
                 _finite(e.pooled.grad, f"{name}: gradient wrt {m} pooled")
-        _check_state_dict(fusion)
+        fusion.zero_grad(set_to_none=True)
+        fusion.eval()
+        _check_state_dict(fusion, name)
+        _json_fit_state(fusion, name)
+
+        def run_on(module: nn.Module, dev: torch.device, embs: dict[str, Embedding] = embs) -> Tensor:
+            with torch.no_grad():
+                return module({m: e.to(dev) for m, e in embs.items()}).pooled
+
+        check_device(fusion, run_on, out.pooled, device=device, name=name)
+
+        def run_frozen(module: nn.Module, leaves: dict[str, Embedding] = leaves) -> Fused:
+            inputs = {m: Embedding(e.pooled.detach().clone().requires_grad_(True), e.present,
+                                   None if e.tokens is None else e.tokens.detach().clone().requires_grad_(True),
+                                   e.token_mask) for m, e in leaves.items()}
+            return module(inputs)
+
+        check_frozen(fusion, run_frozen, name=name)
         last = out
     assert last is not None
     return last
 
 
-def _check_fused(fusion: Fusion, out: Fused, batch: int, name: str) -> None:
+def _check_fused(fusion: Fusion, out: Fused, batch: int, name: str,
+                 embs: Mapping[str, Embedding] | None = None) -> None:
     _require(isinstance(out, Fused), f"{name}: forward must return Fused, got {type(out).__name__}")
     _require(tuple(out.pooled.shape) == (batch, fusion.dim),
              f"{name}: pooled has shape {tuple(out.pooled.shape)}, expected ({batch}, {fusion.dim})")
-    _finite(out.pooled, f"{name}: pooled output")
+    _require(out.pooled.is_floating_point(), f"{name}: pooled must be a float tensor, got {out.pooled.dtype}")
+    if embs is not None:
+        _finite_rows(out.pooled, embs, f"{name}: pooled output")
+    else:
+        _finite(out.pooled, f"{name}: pooled output")
     if fusion.has_tokens:
         _require(out.tokens is not None and out.mask is not None, f"{name}: has_tokens but no tokens/mask")
     if out.tokens is not None:
         _require(out.tokens.shape[0] == batch and out.tokens.shape[2] == fusion.dim,
                  f"{name}: tokens must be [B, T, {fusion.dim}], got {tuple(out.tokens.shape)}")
+        _require(out.tokens.is_floating_point(), f"{name}: tokens must be a float tensor")
         _require(out.mask is not None and out.mask.dtype == torch.bool and out.mask.shape == out.tokens.shape[:2],
                  f"{name}: mask must be a bool [B, T] tensor matching tokens")
         _finite(out.tokens[out.mask], f"{name}: real tokens")
     for key, value in out.aux_losses.items():
         _require(isinstance(value, Tensor) and value.dim() == 0, f"{name}: aux_losses[{key!r}] must be a scalar")
+        _require(value.is_floating_point(), f"{name}: aux_losses[{key!r}] must be a float tensor")
         _finite(value, f"{name}: aux_losses[{key!r}]")
     if out.weights is not None:
         _require(out.weights.shape[0] == batch, f"{name}: weights must be batch-first")
+        _require(out.weights.is_floating_point(), f"{name}: weights must be a float tensor")
         _finite(out.weights, f"{name}: weights")
+        if out.weight_names is not None:
+            _require(len(out.weight_names) == out.weights.shape[-1],
+                     f"{name}: weight_names has {len(out.weight_names)} names for {out.weights.shape[-1]} columns")
 
 
 # --------------------------------------------------------------------------------------------- head
-def check_head(head: Head, fused: Fused, batch: Batch) -> Output:
+def check_head(head: Head, fused: Fused, batch: Batch, *, device: str | torch.device | None = None) -> Output:
     """Check a head on a fused batch whose ``targets`` were made by the head's own
     ``preprocess_target``/``collate_targets``.
 
-    Checks: training loss is a finite scalar with a gradient reaching the head's parameters and the
-    fused input; eval gives finite predictions; metrics compute to floats; ``decode`` gives one dict
-    per row; predict mode (no targets) works and returns no loss.
+    Checks: training loss is a finite float scalar with a gradient reaching the head's parameters and
+    the fused input; eval gives finite predictions; metrics compute to floats; ``decode`` gives one
+    JSON-serialisable dict per row; predict mode (no targets) works and returns no loss;
+    ``state_dict`` and the JSON fit state round-trip; the head moves to another device; a frozen copy
+    stays unchanged through an optimizer step.
     """
     name = type(head).__name__
+    _require(isinstance(head.fields, tuple) and all(isinstance(f, str) for f in head.fields),
+             f"{name}.fields must be a tuple of field names, got {head.fields!r}")
     head.train()
     pooled = fused.pooled.detach().clone().requires_grad_(True)
     tokens = None if fused.tokens is None else fused.tokens.detach().clone().requires_grad_(True)
@@ -267,8 +644,10 @@ def check_head(head: Head, fused: Fused, batch: Batch) -> Output:
     out = head(fused_in, batch)
     _require(isinstance(out, Output), f"{name}.forward must return Output")
     _require(out.loss is not None and out.loss.dim() == 0, f"{name}: training loss must be a scalar tensor")
+    _require(out.loss.is_floating_point(), f"{name}: the loss must be a float tensor, got {out.loss.dtype}")
     _finite(out.loss, f"{name}: loss")
-    _require(out.loss.requires_grad, f"{name}: the loss has no gradient (is it detached?)")
+    _require(out.loss.requires_grad, f"{name}: the loss has no gradient (is it detached, or computed under "
+                                     "torch.no_grad()?): training would not change the model")
     head.zero_grad(set_to_none=True)
     out.loss.backward()
     params = [p for p in head.parameters() if p.requires_grad]
@@ -279,7 +658,9 @@ def check_head(head: Head, fused: Fused, batch: Batch) -> Output:
         e.pooled for e in fused.inputs.values() if e.pooled.requires_grad]
     _require(any(t.grad is not None and bool(t.grad.abs().sum() > 0) for t in used_inputs if t.is_leaf)
              or any(e.pooled.requires_grad for e in fused.inputs.values()),
-             f"{name}: the loss does not depend on the fused input")
+             f"{name}: the loss does not depend on the fused input (is the input detached?): the encoders "
+             "and the fusion would never learn")
+    head.zero_grad(set_to_none=True)
     head.eval()
     with torch.no_grad():
         out = head(fused, batch)
@@ -293,9 +674,159 @@ def check_head(head: Head, fused: Fused, batch: Batch) -> Output:
                 _finite(value, f"{name}: preds[{key!r}]")
         rows = head.decode(out.preds)
         _require(len(rows) == batch.size, f"{name}.decode returned {len(rows)} rows for a batch of {batch.size}")
+        _require(all(isinstance(r, dict) for r in rows), f"{name}.decode must return a list of dicts")
+        try:
+            json.dumps(rows)
+        except (TypeError, ValueError) as exc:
+            raise ContractError(f"{name}.decode rows must be JSON-serialisable (mmkit predict writes JSON): "
+                                f"{exc}") from exc
         unlabeled = Batch(batch.inputs, batch.present, None, batch.index)
         pred_out = head(fused, unlabeled)
         _require(pred_out.loss is None, f"{name}: without targets the loss must be None")
     _require(head.monitor in values or head.monitor == "loss",
              f"{name}.monitor={head.monitor!r} is not among the metrics it reports: {sorted(values)}")
+    _require(head.monitor_mode in ("min", "max"), f"{name}.monitor_mode must be 'min' or 'max'")
+    _check_state_dict(head, name)
+    clone = _restored_copy(head, name)
+    clone.eval()
+    with torch.no_grad():
+        again = clone(fused, batch)
+    for key, value in out.preds.items():
+        if isinstance(value, Tensor) and value.is_floating_point():
+            _require(_close(value, again.preds[key], 1e-5),
+                     f"{name}: a copy restored from the JSON fit state and the state_dict predicts "
+                     f"different preds[{key!r}]")
+
+    def run_on(module: nn.Module, dev: torch.device) -> Tensor | None:
+        moved = Fused(fused.pooled.to(dev), None if fused.tokens is None else fused.tokens.to(dev),
+                      None if fused.mask is None else fused.mask.to(dev),
+                      inputs={m: e.to(dev) for m, e in fused.inputs.items()})
+        with torch.no_grad():
+            return module(moved, batch.to(dev)).loss
+
+    check_device(head, run_on, out.loss, device=device, name=name)
+
+    def run_frozen(module: nn.Module) -> Output:
+        module_in = Fused(fused.pooled.detach().clone().requires_grad_(True),
+                          None if fused.tokens is None else fused.tokens.detach().clone().requires_grad_(True),
+                          fused.mask, inputs=fused.inputs)
+        return module(module_in, batch)
+
+    check_frozen(head, run_frozen, name=name)
+    head.eval()
     return out
+
+
+# ------------------------------------------------------------------------------------------- plugin
+def imported_modules(code: str, *, python: str | None = None, env: Mapping[str, str] | None = None,
+                     timeout: float = 120) -> list[tuple[int, str]]:
+    """``(depth, module)`` for every module a fresh ``python -X importtime -c CODE`` imports, in the
+    order ``importtime`` prints them (a module after the modules it imported; depth 0 = top level).
+
+    The child runs without ``MMKIT_PLUGINS``, with this process's ``sys.path`` on its ``PYTHONPATH``."""
+    run_env = dict(os.environ if env is None else env)
+    for key in ("MMKIT_PLUGINS", "MMKIT_STRICT_PLUGINS"):
+        run_env.pop(key, None)
+    # the child finds what this process finds (e.g. folders a test put on sys.path)
+    paths = [p for p in sys.path if p and os.path.isdir(p)] + run_env.get("PYTHONPATH", "").split(os.pathsep)
+    run_env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
+    proc = subprocess.run([python or sys.executable, "-X", "importtime", "-c", code], env=run_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
+        raise ContractError(f"`python -c {code!r}` failed (exit {proc.returncode}):\n" + "\n".join(lines[-20:]))
+    out = []
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            field = line.rsplit("|", 1)[1]
+            module = field.strip()
+            if module == "imported package":
+                continue
+            depth = (len(field) - len(field.lstrip()) - 1) // 2
+            out.append((depth, module))
+    return out
+
+
+def _import_chain(records: list[tuple[int, str]], index: int) -> list[str]:
+    """The chain of importers of ``records[index]`` (outermost first)."""
+    depth, module = records[index]
+    chain = [module]
+    for d, m in records[index + 1:]:
+        if d < depth:
+            chain.append(m)
+            depth = d
+        if depth == 0:
+            break
+    return chain[::-1]
+
+
+def check_plugin_module(module_name: str, *, heavy: Sequence[str] = HEAVY_MODULES, require_docs: bool = True,
+                        python: str | None = None, env: Mapping[str, str] | None = None) -> Any:
+    """Check a plugin module (``"my_pkg.plugin"``): light, loadable, and its registrations valid.
+
+    * Importing it in a fresh interpreter (``python -X importtime -c "import MODULE"``) imports none of
+      ``heavy`` (torch, timm, transformers, sentence_transformers); the message shows the import chain.
+    * Registered into an isolated :class:`mmkit.registry.Registry` it loads without error, registers
+      something, makes no duplicate registration, and every component's parameters can be read from
+      source: each has a type annotation and (with ``require_docs``) an ``Args:`` description.
+
+    Returns the isolated registry holding just this plugin.
+    """
+    import importlib
+
+    from mmkit.registry import Registry
+
+    records = imported_modules(f"import {module_name}", python=python, env=env)
+    for i, (_, module) in enumerate(records):
+        if module.split(".")[0] in heavy:
+            chain = _import_chain(records, i)
+            first = next(j for j, m in enumerate(chain) if m.split(".")[0] in heavy)
+            chain = " -> ".join(chain[: first + 1])
+            raise ContractError(
+                f"importing {module_name} imports {module.split('.')[0]} ({chain}): a plugin module and its "
+                "package __init__ must import only mmkit and the standard library; register components by "
+                "import string ('pkg.module:Class') so heavy libraries load only when a component is built")
+    registry = Registry(entry_points=False, env=False)
+    registry.register_plugin(importlib.import_module(module_name), name=module_name)
+    info = registry.plugins.get(module_name)
+    _require(info is not None, f"{module_name} was not registered (is it blocked?)")
+    _require(info.error is None, f"plugin {module_name} fails to load: {info.error}")
+    _require(not registry.problems, f"plugin {module_name}: {'; '.join(registry.problems)}")
+    components = registry.list()
+    _require(bool(components) or bool(info.hooks),
+             f"plugin {module_name} implements no mmkit hook (decorate the hooks with @mmkit.hookimpl)")
+    for component in components:
+        where = f"{component.kind} {component.name!r} ({component.target})"
+        try:
+            described = registry.describe(component.kind, component.name)
+        except Exception as exc:  # noqa: BLE001
+            raise ContractError(f"{where}: its parameters cannot be read: {exc}") from exc
+        for p in described.params or ():
+            _require(p.type != "Any", f"{where}: parameter {p.name!r} has no type annotation; recipes are "
+                                      "validated against it (e.g. `dim: int = 64`)")
+            if require_docs:
+                _require(bool(p.doc), f"{where}: parameter {p.name!r} is not documented; add it to the "
+                                      "'Args:' section of the class docstring (mmkit show prints it)")
+    return registry
+
+
+def heavy_modules(modules: Iterable[str], heavy: Sequence[str] = HEAVY_MODULES) -> set[str]:
+    """The names in ``modules`` that belong to a heavy library."""
+    return {m for m in modules if m.split(".")[0] in heavy}
+
+
+__all__ = [
+    "HEAVY_MODULES",
+    "ContractError",
+    "check_device",
+    "check_encoder",
+    "check_frozen",
+    "check_fusion",
+    "check_head",
+    "check_modality",
+    "check_plugin_module",
+    "heavy_modules",
+    "imported_modules",
+    "presence_patterns",
+    "random_embeddings",
+]

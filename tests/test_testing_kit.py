@@ -1,0 +1,418 @@
+"""The contract kit (``mmkit.testing``) accepts correct components and catches planted faults, each
+with a message that says what is wrong."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmkit.errors import DataError
+from mmkit.interfaces import Batch, Embedding, Encoder, Fused, Fusion, Head, Metrics, Output
+from mmkit.modality import Modality
+from mmkit.testing import (ContractError, check_device, check_encoder, check_fusion, check_head, check_modality,
+                           check_plugin_module, random_embeddings)
+from mmkit.testing_plugin import mmkit_registry  # noqa: F401 - the fixture (also a pytest11 plugin)
+
+torch.set_num_threads(2)
+
+TEXTS = ["a", "a much longer text about shapes", "mid length"]
+
+
+# ------------------------------------------------------------------------------ good components
+class ByteEncoder(Encoder):
+    """Bytes of a string -> embeddings; pooled = masked mean of the tokens."""
+
+    modality = "text"
+    has_tokens = True
+    deterministic_train = True
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.dim = dim
+        self.embed = nn.Embedding(257, dim, padding_idx=0)
+        self.proj = nn.Linear(dim, dim)
+
+    def preprocess(self, raw: Any, train: bool = False) -> torch.Tensor:
+        return torch.tensor(list(str(raw).encode()[:32]), dtype=torch.long) + 1
+
+    def collate(self, items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        ids = nn.utils.rnn.pad_sequence(items, batch_first=True)
+        return {"ids": ids, "mask": ids != 0}
+
+    def pool(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> Embedding:
+        tokens = self.proj(self.embed(inputs["ids"]))
+        mask = inputs["mask"]
+        present = torch.ones(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        return Embedding(self.pool(tokens, mask), present, tokens, mask)
+
+
+class MeanFusion(Fusion):
+    """Projects each modality and averages over the present ones."""
+
+    def __init__(self, input_dims: dict[str, int], token_inputs: dict[str, bool] | None = None, dim: int = 8) -> None:
+        super().__init__()
+        self.dim = dim
+        self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in input_dims.items()})
+
+    def forward(self, embeddings: Mapping[str, Embedding]) -> Fused:
+        total = count = None
+        for m, e in embeddings.items():
+            part = self.proj[m](e.pooled) * e.present[:, None]
+            total = part if total is None else total + part
+            c = e.present.float()[:, None]
+            count = c if count is None else count + c
+        return Fused(total / count.clamp(min=1), inputs=dict(embeddings))
+
+
+class Accuracy(Metrics):
+    def __init__(self) -> None:
+        super().__init__()
+        self.right = 0
+
+    def update(self, output: Output, batch: Batch) -> None:
+        super().update(output, batch)
+        self.right += int((output.preds["logits"].argmax(-1) == batch.targets).sum())
+
+    def merge(self, other: "Accuracy") -> None:
+        super().merge(other)
+        self.right += other.right
+
+    def compute(self) -> dict[str, float]:
+        return {**super().compute(), "accuracy": self.right / max(self.count, 1)}
+
+
+class LinearHead(Head):
+    """Linear classifier over ``label`` in 0..num_classes-1."""
+
+    fields = ("label",)
+    monitor = "accuracy"
+    monitor_mode = "max"
+
+    def __init__(self, input_dim: int, modality_dims: dict[str, int] | None = None, num_classes: int = 3) -> None:
+        super().__init__()
+        self.out = nn.Linear(input_dim, num_classes)
+
+    def preprocess_target(self, raw: Mapping[str, Any]) -> torch.Tensor:
+        return torch.tensor(int(raw["label"]))
+
+    def collate_targets(self, items: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(items)
+
+    def logits(self, fused: Fused) -> torch.Tensor:
+        return self.out(fused.pooled)
+
+    def forward(self, fused: Fused, batch: Batch) -> Output:
+        logits = self.logits(fused)
+        loss = None if batch.targets is None else self.loss(logits, batch.targets.to(logits.device))
+        return Output(loss, {"logits": logits})
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets)
+
+    def new_metrics(self) -> Accuracy:
+        return Accuracy()
+
+    def decode(self, preds: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [{"label": int(i)} for i in preds["logits"].argmax(-1)]
+
+
+class NumbersModality(Modality):
+    """A path to a text file of numbers, or a list of numbers."""
+
+    name = "numbers"
+
+    def load(self, value: Any, base_dir: Path | None = None) -> Any:
+        if isinstance(value, list):
+            return [float(v) for v in value]
+        path = Path(value) if base_dir is None else Path(base_dir) / value
+        if not path.is_file():
+            raise DataError(f"numbers file not found: {path}")
+        return [float(v) for v in path.read_text().split()]
+
+
+def head_inputs(head: Head, n: int = 6) -> tuple[Fused, Batch]:
+    g = torch.Generator().manual_seed(0)
+    rows = [{"label": i % 3} for i in range(n)]
+    fused = Fused(torch.randn(n, 8, generator=g), inputs=random_embeddings({"image": 4}, n))
+    targets = head.collate_targets([head.preprocess_target(r) for r in rows])
+    return fused, Batch({}, {"image": torch.ones(n, dtype=torch.bool)}, targets, torch.arange(n))
+
+
+def test_correct_components_pass_every_check(tmp_path: Path) -> None:
+    emb = check_encoder(ByteEncoder(), TEXTS)
+    assert emb.pooled.shape == (3, 8) and emb.token_mask.dtype == torch.bool
+    fused = check_fusion(lambda d, t: MeanFusion(d, t))
+    assert fused.pooled.shape == (6, 8)
+    head = LinearHead(8)
+    out = check_head(head, *head_inputs(head))
+    assert out.preds["logits"].shape == (6, 3)
+    (tmp_path / "a.txt").write_text("1 2 3")
+    assert check_modality(NumbersModality, ["a.txt", [4, 5]], tmp_path) == [[1.0, 2.0, 3.0], [4.0, 5.0]]
+
+
+def test_an_explicit_device_runs_the_outputs_comparison() -> None:
+    """The path CUDA takes (forward on the moved module, outputs compared with the CPU ones), on the CPU."""
+    check_encoder(ByteEncoder(), TEXTS, device="cpu")
+    check_fusion(lambda d, t: MeanFusion(d, t), device="cpu")
+    head = LinearHead(8)
+    check_head(head, *head_inputs(head), device="cpu")
+
+
+# ------------------------------------------------------------------------------ planted faults
+class MaskIgnoringEncoder(ByteEncoder):
+    """Fault: pooled is the mean over ALL positions, padding included."""
+
+    def pool(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return tokens.mean(1)
+
+
+def test_encoder_that_ignores_the_mask_is_caught() -> None:
+    with pytest.raises(ContractError, match=r"pooled output of sample 0 changes when it is batched with other "
+                                            r"samples .*padding or the token mask is not honoured"):
+        check_encoder(MaskIgnoringEncoder(), TEXTS)
+
+
+class NaNFusion(MeanFusion):
+    """Fault: L2-normalises each modality's vector -- an absent (all-zero) row gives 0/0 = NaN."""
+
+    def forward(self, embeddings: Mapping[str, Embedding]) -> Fused:
+        parts = [self.proj[m](e.pooled / e.pooled.norm(dim=-1, keepdim=True)) for m, e in embeddings.items()]
+        return Fused(torch.stack(parts).mean(0), inputs=dict(embeddings))
+
+
+def test_fusion_that_nans_when_a_modality_is_absent_is_caught() -> None:
+    with pytest.raises(ContractError, match=r"NaNFusion with 2 modalities: pooled output has NaN or inf values "
+                                            r"for samples \[1.*\] \(sample 1: text absent"):
+        check_fusion(lambda d, t: NaNFusion(d, t))
+
+
+class LeakyFusion(MeanFusion):
+    """Fault: sums the pooled vectors without looking at ``present``."""
+
+    def forward(self, embeddings: Mapping[str, Embedding]) -> Fused:
+        return Fused(sum(self.proj[m](e.pooled) for m, e in embeddings.items()), inputs=dict(embeddings))
+
+
+def test_fusion_that_reads_absent_rows_is_caught() -> None:
+    with pytest.raises(ContractError, match="changing absent rows or padded tokens changed the pooled output"):
+        check_fusion(lambda d, t: LeakyFusion(d, t))
+
+
+class DetachedLossHead(LinearHead):
+    """Fault: the loss is computed on detached logits -- no gradient ever reaches the model."""
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.detach(), targets)
+
+
+def test_head_whose_loss_has_no_gradient_is_caught() -> None:
+    head = DetachedLossHead(8)
+    with pytest.raises(ContractError, match=r"DetachedLossHead: the loss has no gradient \(is it detached"):
+        check_head(head, *head_inputs(head))
+
+
+class DetachedInputHead(LinearHead):
+    """Fault: the head detaches the fused vector -- the head learns, the encoders never do."""
+
+    def logits(self, fused: Fused) -> torch.Tensor:
+        return self.out(fused.pooled.detach())
+
+
+def test_head_that_detaches_its_input_is_caught() -> None:
+    head = DetachedInputHead(8)
+    with pytest.raises(ContractError, match="the loss does not depend on the fused input"):
+        check_head(head, *head_inputs(head))
+
+
+class IntMaskEncoder(ByteEncoder):
+    """Fault: the token mask is a 0/1 long tensor instead of bool."""
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> Embedding:
+        emb = super().forward(inputs)
+        return Embedding(emb.pooled, emb.present, emb.tokens, emb.token_mask.long())
+
+
+def test_non_bool_token_mask_is_caught() -> None:
+    with pytest.raises(ContractError, match="token_mask must be a bool"):
+        check_encoder(IntMaskEncoder(), TEXTS)
+
+
+class StrayTensorEncoder(ByteEncoder):
+    """Fault: a constant tensor kept in a plain attribute (stays on the CPU, not saved)."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__(dim)
+        self.scale = torch.ones(dim)
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> Embedding:
+        emb = super().forward(inputs)
+        return Embedding(emb.pooled * self.scale, emb.present, emb.tokens, emb.token_mask)
+
+
+def test_tensor_that_is_not_a_buffer_is_caught() -> None:
+    with pytest.raises(ContractError, match=r"attribute\(s\) scale hold a tensor that is not a parameter or a "
+                                            r"registered buffer.*register_buffer"):
+        check_encoder(StrayTensorEncoder(), TEXTS)
+
+
+class WrongDeviceFusion(MeanFusion):
+    """Fault: creates a tensor on the CPU in forward (breaks as soon as the model is on a GPU)."""
+
+    def forward(self, embeddings: Mapping[str, Embedding]) -> Fused:
+        out = super().forward(embeddings)
+        return Fused(out.pooled + torch.zeros(self.dim), inputs=out.inputs)
+
+
+def test_forward_on_another_device_is_checked() -> None:
+    embs = random_embeddings({"image": 4}, 3)
+
+    def run(module: nn.Module, device: torch.device) -> torch.Tensor:
+        return module({m: e.to(device) for m, e in embs.items()}).pooled
+
+    check_device(MeanFusion({"image": 4}), run, device="meta")  # the correct fusion runs on meta tensors
+    with pytest.raises(ContractError, match=r"forward fails after \.to\('meta'\).*device=x.device"):
+        check_device(WrongDeviceFusion({"image": 4}), run, device="meta")
+
+
+class UnfreezingEncoder(ByteEncoder):
+    """Fault: ``train()`` turns gradients back on, so a frozen encoder trains anyway."""
+
+    def train(self, mode: bool = True) -> "UnfreezingEncoder":
+        super().train(mode)
+        if mode:
+            self.proj.requires_grad_(True)
+        return self
+
+
+def test_encoder_that_undoes_freezing_is_caught() -> None:
+    with pytest.raises(ContractError, match=r"parameter proj.weight has requires_grad=True again after "
+                                            r"requires_grad_\(False\), train\(\) and eval\(\)"):
+        check_encoder(UnfreezingEncoder(), TEXTS)
+
+
+class IntKeyVocabEncoder(ByteEncoder):
+    """Fault: the fitted vocabulary has int keys, which JSON turns into strings."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__(dim)
+        self.vocab: dict[int, int] = {}
+
+    def fit(self, values: Any) -> None:
+        self.vocab = {b: i + 1 for i, b in enumerate(sorted({b for v in values for b in str(v).encode()}))}
+
+    def get_fit_state(self) -> dict[str, Any]:
+        return {"vocab": self.vocab}
+
+    def set_fit_state(self, state: Mapping[str, Any]) -> None:
+        self.vocab = dict(state["vocab"])
+
+    def preprocess(self, raw: Any, train: bool = False) -> torch.Tensor:
+        return torch.tensor([self.vocab.get(b, 256) for b in str(raw).encode()[:32]], dtype=torch.long)
+
+
+def test_fit_state_that_does_not_survive_json_is_caught() -> None:
+    encoder = IntKeyVocabEncoder()
+    encoder.fit(TEXTS)
+    with pytest.raises(ContractError, match="a copy restored from the JSON fit state and the state_dict gives "
+                                            "different outputs"):
+        check_encoder(encoder, TEXTS)
+
+
+class NoneForMissingFile(NumbersModality):
+    """Fault: a missing file is silently loaded as nothing."""
+
+    def load(self, value: Any, base_dir: Path | None = None) -> Any:
+        try:
+            return super().load(value, base_dir)
+        except DataError:
+            return []
+
+
+class NaNIsPresent(NumbersModality):
+    """Fault: NaN (an empty CSV cell) is not treated as absent."""
+
+    def is_absent(self, value: Any) -> bool:
+        return value is None or (isinstance(value, str) and not value.strip())
+
+
+def test_modality_faults_are_caught(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("1 2")
+    with pytest.raises(ContractError, match=r"load\('does-not-exist-a.txt'\) returned \[\] for a file that does "
+                                            r"not exist: a missing file must raise"):
+        check_modality(NoneForMissingFile, ["a.txt"], tmp_path)
+    with pytest.raises(ContractError, match=r"is_absent\(nan\) must be True"):
+        check_modality(NaNIsPresent(), ["a.txt"], tmp_path)
+    with pytest.raises(ContractError, match=r"load of cell 0 \('b.txt'\) raised DataError: numbers file not found"):
+        check_modality(NumbersModality, ["b.txt"], tmp_path)
+
+
+# ------------------------------------------------------------------------------ plugin modules
+HEAVY_PLUGIN = '''
+import mmkit
+import tp_kit_heavy_impl  # a component module imported eagerly: it imports torch
+
+
+@mmkit.hookimpl
+def register_fusions(register):
+    register("heavy", "tp_kit_heavy_impl:Fusion")
+'''
+
+UNDOCUMENTED_PLUGIN = '''
+import mmkit
+
+
+@mmkit.hookimpl
+def register_fusions(register):
+    register("undocumented", "tp_kit_undoc_impl:Undocumented", summary="no Args section")
+'''
+
+UNDOCUMENTED_IMPL = '''
+class Undocumented:
+    """A fusion whose parameters are typed but not documented."""
+
+    def __init__(self, input_dims: dict[str, int], token_inputs: dict[str, bool], dim: int = 8) -> None:
+        pass
+'''
+
+
+def test_plugin_module_that_imports_torch_is_caught(write_module) -> None:
+    write_module("tp_kit_heavy_impl", "import torch\nFusion = object\n")
+    name = write_module("tp_kit_heavy_plugin", HEAVY_PLUGIN)
+    with pytest.raises(ContractError, match=r"importing tp_kit_heavy_plugin imports torch \(tp_kit_heavy_plugin "
+                                            r"-> tp_kit_heavy_impl -> torch\)"):
+        check_plugin_module(name)
+
+
+def test_plugin_module_with_an_undocumented_parameter_is_caught(write_module) -> None:
+    write_module("tp_kit_undoc_impl", UNDOCUMENTED_IMPL)
+    name = write_module("tp_kit_undoc_plugin", UNDOCUMENTED_PLUGIN)
+    with pytest.raises(ContractError, match=r"fusion 'undocumented' .*parameter 'dim' is not documented"):
+        check_plugin_module(name)
+    registry = check_plugin_module(name, require_docs=False)
+    assert [c.name for c in registry.list()] == ["undocumented"]
+
+
+def test_builtin_plugin_modules_are_light_and_documented() -> None:
+    registry = check_plugin_module("mmkit_fusion.plugin")
+    assert {c.name for c in registry.list("fusion")} >= {"concat", "transformer"}
+
+
+# ------------------------------------------------------------------------------ the fixture
+def test_mmkit_registry_fixture_is_isolated(mmkit_registry, write_plugin) -> None:
+    assert mmkit_registry.list() == [] and mmkit_registry.plugins == {}
+    name = write_plugin("tp_kit_fixture_plugin", {"fusion": {"mean": f"{__name__}:MeanFusion"}})
+    mmkit_registry.register_plugin(__import__(name))
+    assert [(c.name, c.plugin) for c in mmkit_registry.list()] == [("mean", name)]
+    fusion = mmkit_registry.create("fusion", "mean", context={"input_dims": {"image": 4}}, dim=6)
+    assert isinstance(fusion, MeanFusion) and fusion.dim == 6
+    with torch.no_grad():
+        assert not math.isnan(float(fusion(random_embeddings({"image": 4}, 2)).pooled.sum()))

@@ -1,0 +1,274 @@
+"""Classification head: single-label (softmax) or multi-label (sigmoid), labels mapped in ``fit``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmkit.errors import DataError, MmkitError, ParameterError
+from mmkit.interfaces import Batch, Fused, Head, Metrics, Output
+
+from mmkit_heads.common import cat_or_empty, json_label, mlp_trunk
+
+
+def canonical_label(value: Any) -> Any:
+    """The key a raw label is mapped by: integral numbers -> int, strings stripped, others -> str."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # numpy / torch scalars
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        return value.strip()
+    return str(value)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (
+        isinstance(value, str) and not value.strip())
+
+
+def _sorted_labels(labels: set[Any]) -> list[Any]:
+    if all(isinstance(v, int) for v in labels):
+        return sorted(labels)
+    return sorted(labels, key=str)
+
+
+class ClassificationHead(Head):
+    """Classifies the fused vector: cross-entropy over classes, or per-class BCE with ``multi_label``.
+
+    Labels may be strings or integers; ``fit`` maps the training labels to class indices (sorted),
+    and predictions are decoded back to the original labels. A label met after training that was not
+    seen in it is a :class:`~mmkit.errors.DataError`. Metrics: ``accuracy`` and ``macro_f1``
+    (multi-label: ``micro_f1``, ``macro_f1`` and ``accuracy`` = exact set match). Macro-F1 averages
+    over the classes that occur in the targets or the predictions of the evaluated split.
+
+    Args:
+        num_classes: number of classes, or "auto" to use the distinct labels of the training split.
+        field: the data field holding the label.
+        multi_label: each sample has a set of labels (a list, or a string split on ``delimiter``).
+        delimiter: separator of labels in a multi-label string cell, e.g. "cat|dog".
+        label_smoothing: cross-entropy label smoothing (single-label only).
+        class_weights: per-class loss weights in class-index order (sorted labels), or None.
+        hidden: width of a hidden layer before the classifier (0 = linear classifier).
+        dropout: dropout on the fused vector (and after the hidden layer).
+        threshold: probability above which a class is predicted (multi-label only).
+    """
+
+    monitor = "accuracy"
+    monitor_mode = "max"
+
+    def __init__(self, input_dim: int, modality_dims: dict[str, int] | None = None,
+                 num_classes: int | Literal["auto"] = "auto", field: str = "label", multi_label: bool = False,
+                 delimiter: str = "|", label_smoothing: float = 0.0, class_weights: list[float] | None = None,
+                 hidden: int = 0, dropout: float = 0.0, threshold: float = 0.5) -> None:
+        super().__init__()
+        if num_classes != "auto" and (not isinstance(num_classes, int) or num_classes < 2 and not multi_label):
+            raise ParameterError(f"num_classes must be 'auto' or an int >= 2, got {num_classes!r}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ParameterError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.num_classes = num_classes
+        self.field = field
+        self.fields = (field,)
+        self.multi_label = multi_label
+        self.delimiter = delimiter
+        self.label_smoothing = label_smoothing
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.threshold = threshold
+        if multi_label:
+            self.monitor = "micro_f1"
+        self.trunk, self._width = mlp_trunk(input_dim, hidden, dropout)
+        self.labels: list[Any] = []
+        self._index: dict[Any, int] = {}
+        self.out: nn.Linear | None = None
+        if isinstance(num_classes, int):
+            self._set_labels(list(range(num_classes)))
+
+    # ----------------------------------------------------------------------------- labels
+    def _set_labels(self, labels: list[Any]) -> None:
+        if self.class_weights is not None and len(self.class_weights) != len(labels):
+            raise ParameterError(f"class_weights has {len(self.class_weights)} values but there are "
+                                 f"{len(labels)} classes ({self._show(labels)})")
+        self.labels = list(labels)
+        self._index = {canonical_label(v): i for i, v in enumerate(self.labels)}
+        if self.out is None or self.out.out_features != len(labels):
+            self.out = nn.Linear(self._width, len(labels))
+
+    @staticmethod
+    def _show(labels: Sequence[Any], limit: int = 20) -> str:
+        shown = ", ".join(repr(v) for v in labels[:limit])
+        return shown + (f", ... ({len(labels)} in all)" if len(labels) > limit else "")
+
+    def _cell_labels(self, cell: Any) -> list[Any]:
+        """The labels in one raw cell (a list for multi-label, else a single label)."""
+        if not self.multi_label:
+            if _is_missing(cell):
+                raise DataError(f"{self.field}: missing label ({cell!r})")
+            return [canonical_label(cell)]
+        if _is_missing(cell):
+            return []
+        if isinstance(cell, str):
+            return [canonical_label(p) for p in cell.split(self.delimiter) if p.strip()]
+        if isinstance(cell, (list, tuple, set)):
+            return [canonical_label(p) for p in cell if not _is_missing(p)]
+        return [canonical_label(cell)]
+
+    def label_index(self, label: Any) -> int:
+        """Class index of a raw label; a :class:`DataError` naming the known labels if it is unknown."""
+        key = canonical_label(label)
+        idx = self._index.get(key)
+        if idx is None and isinstance(key, str):  # "3" in a CSV for an int label seen in JSON
+            try:
+                idx = self._index.get(int(key))
+            except ValueError:
+                idx = None
+        elif idx is None:
+            idx = self._index.get(str(key))
+        if idx is None:
+            if not self.labels:
+                raise MmkitError(f"{type(self).__name__}: fit() must run before labels can be mapped "
+                                 "(num_classes = 'auto')")
+            raise DataError(f"{self.field}: label {label!r} was not seen in training; known labels: "
+                            f"{self._show(self.labels)}")
+        return idx
+
+    def fit(self, values: Sequence[Mapping[str, Any]]) -> None:
+        found: set[Any] = set()
+        for row in values:
+            found.update(self._cell_labels(row[self.field]))
+        if not found:
+            raise DataError(f"{self.field}: the training split has no labels")
+        if self.num_classes == "auto":
+            labels = _sorted_labels(found)
+        elif all(isinstance(v, int) for v in found) and all(0 <= v < self.num_classes for v in found):
+            labels = list(range(self.num_classes))
+        elif len(found) == self.num_classes:
+            labels = _sorted_labels(found)
+        else:
+            raise DataError(f"{self.field}: num_classes = {self.num_classes} but the training labels are "
+                            f"{self._show(_sorted_labels(found))}; use num_classes = 'auto'")
+        if len(labels) < 2 and not self.multi_label:
+            raise DataError(f"{self.field}: a classifier needs 2+ classes, training has only {labels!r}")
+        self._set_labels(labels)
+
+    def get_fit_state(self) -> dict[str, Any]:
+        return {"labels": [json_label(v) for v in self.labels]}
+
+    def set_fit_state(self, state: Mapping[str, Any]) -> None:
+        if "labels" in state:
+            self._set_labels(list(state["labels"]))
+
+    # ---------------------------------------------------------------------------- targets
+    def preprocess_target(self, raw: Mapping[str, Any]) -> Tensor:
+        labels = self._cell_labels(raw[self.field])
+        if not self.multi_label:
+            return torch.tensor(self.label_index(labels[0]), dtype=torch.long)
+        target = torch.zeros(len(self.labels))
+        for label in labels:
+            target[self.label_index(label)] = 1.0
+        return target
+
+    def collate_targets(self, items: list[Tensor]) -> Tensor:
+        return torch.stack(items)
+
+    # ---------------------------------------------------------------------------- forward
+    def forward(self, fused: Fused, batch: Batch) -> Output:
+        if self.out is None:
+            raise MmkitError(f"{type(self).__name__}: fit() must run first when num_classes = 'auto'")
+        logits = self.out(self.trunk(fused.pooled))
+        loss = None
+        if batch.targets is not None:
+            weight = None if self.class_weights is None else logits.new_tensor(self.class_weights)
+            targets = batch.targets.to(logits.device)
+            if self.multi_label:
+                per = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
+                loss = (per * weight if weight is not None else per).mean()
+            else:
+                loss = F.cross_entropy(logits.float(), targets, weight=weight,
+                                       label_smoothing=self.label_smoothing)
+        return Output(loss, {"logits": logits})
+
+    def new_metrics(self) -> "ClassificationMetrics":
+        return ClassificationMetrics(len(self.labels), self.multi_label, self.threshold)
+
+    def decode(self, preds: Mapping[str, Any]) -> list[dict[str, Any]]:
+        logits = preds["logits"].detach().float().cpu()
+        probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        rows = []
+        for p in probs.tolist():
+            named = {str(json_label(label)): v for label, v in zip(self.labels, p)}
+            if self.multi_label:
+                rows.append({"labels": [json_label(lb) for lb, v in zip(self.labels, p) if v > self.threshold],
+                             "probs": named})
+            else:
+                rows.append({"label": json_label(self.labels[max(range(len(p)), key=p.__getitem__)]),
+                             "probs": named})
+        return rows
+
+
+# -------------------------------------------------------------------------------- metrics
+def f1_scores(tp: Tensor, fp: Tensor, fn: Tensor) -> tuple[float, float]:
+    """(micro-F1, macro-F1) from per-class counts; macro averages classes with ``tp + fp + fn > 0``."""
+    tp, fp, fn = tp.double(), fp.double(), fn.double()
+    denom = 2 * tp + fp + fn
+    used = denom > 0
+    micro = float(2 * tp.sum() / denom.sum()) if denom.sum() > 0 else 0.0
+    macro = float((2 * tp[used] / denom[used]).mean()) if used.any() else 0.0
+    return micro, macro
+
+
+class ClassificationMetrics(Metrics):
+    """Accuracy and F1 over a whole evaluation (predictions are kept, ``merge`` concatenates)."""
+
+    def __init__(self, num_classes: int, multi_label: bool = False, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.multi_label = multi_label
+        self.threshold = threshold
+        self.preds: list[Tensor] = []
+        self.targets: list[Tensor] = []
+
+    def update(self, output: Output, batch: Batch) -> None:
+        super().update(output, batch)
+        if batch.targets is None:
+            return
+        logits = output.preds["logits"].detach().float().cpu()
+        if self.multi_label:
+            self.preds.append(torch.sigmoid(logits) > self.threshold)
+            self.targets.append(batch.targets.detach().cpu() > 0.5)
+        else:
+            self.preds.append(logits.argmax(dim=-1))
+            self.targets.append(batch.targets.detach().cpu().long())
+
+    def merge(self, other: "Metrics") -> None:
+        super().merge(other)
+        assert isinstance(other, ClassificationMetrics)
+        self.preds += other.preds
+        self.targets += other.targets
+
+    def compute(self) -> dict[str, float]:
+        out = super().compute()
+        if not self.preds:
+            return out
+        if self.multi_label:
+            pred = cat_or_empty(self.preds, self.num_classes, dtype=torch.bool)
+            true = cat_or_empty(self.targets, self.num_classes, dtype=torch.bool)
+            tp, fp, fn = (pred & true).sum(0), (pred & ~true).sum(0), (~pred & true).sum(0)
+            micro, macro = f1_scores(tp, fp, fn)
+            out.update(accuracy=float((pred == true).all(dim=1).double().mean()), micro_f1=micro, macro_f1=macro)
+        else:
+            pred = cat_or_empty(self.preds, dtype=torch.long)
+            true = cat_or_empty(self.targets, dtype=torch.long)
+            n = max(self.num_classes, int(max(pred.max(), true.max())) + 1)
+            tp = torch.bincount(true[pred == true], minlength=n)
+            fp = torch.bincount(pred, minlength=n) - tp
+            fn = torch.bincount(true, minlength=n) - tp
+            out.update(accuracy=float((pred == true).double().mean()), macro_f1=f1_scores(tp, fp, fn)[1])
+        return out

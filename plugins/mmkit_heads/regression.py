@@ -1,0 +1,138 @@
+"""Regression head: one standardized scalar target, MSE or Huber loss, RMSE/MAE/R² metrics."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmkit.errors import DataError, ParameterError
+from mmkit.interfaces import Batch, Fused, Head, Metrics, Output
+
+from mmkit_heads.common import cat_or_empty, mlp_trunk
+
+
+class RegressionHead(Head):
+    """Predicts one number per sample.
+
+    ``fit`` stores the training targets' mean and standard deviation; the network predicts the
+    standardized value ``(y - mean) / std``, the loss is computed on that scale (so its size does not
+    depend on the target's units) and predictions are returned on the original scale. Metrics on the
+    original scale: ``rmse``, ``mae``, ``r2`` (1 - SS_res / SS_tot over the whole split).
+
+    Args:
+        field: the data field holding the target number.
+        loss: "mse" or "huber" (smooth L1 on the standardized scale).
+        huber_delta: where the Huber loss turns from quadratic to linear (standardized units).
+        standardize: standardize targets with the training mean/std (False: predict raw values).
+        hidden: width of a hidden layer before the output (0 = linear).
+        dropout: dropout on the fused vector (and after the hidden layer).
+    """
+
+    monitor = "rmse"
+    monitor_mode = "min"
+
+    def __init__(self, input_dim: int, modality_dims: dict[str, int] | None = None, field: str = "target",
+                 loss: Literal["mse", "huber"] = "mse", huber_delta: float = 1.0, standardize: bool = True,
+                 hidden: int = 0, dropout: float = 0.0) -> None:
+        super().__init__()
+        if loss not in ("mse", "huber"):
+            raise ParameterError(f"loss must be 'mse' or 'huber', got {loss!r}")
+        self.field = field
+        self.fields = (field,)
+        self.loss_kind = loss
+        self.huber_delta = huber_delta
+        self.standardize = standardize
+        self.mean, self.std = 0.0, 1.0
+        self.trunk, width = mlp_trunk(input_dim, hidden, dropout)
+        self.out = nn.Linear(width, 1)
+
+    def _value(self, cell: Any) -> float:
+        try:
+            value = float(cell)
+        except (TypeError, ValueError):
+            raise DataError(f"{self.field}: regression target {cell!r} is not a number") from None
+        if not math.isfinite(value):
+            raise DataError(f"{self.field}: regression target {cell!r} is not finite")
+        return value
+
+    def fit(self, values: Sequence[Mapping[str, Any]]) -> None:
+        ys = [self._value(row[self.field]) for row in values]
+        if not ys:
+            raise DataError(f"{self.field}: the training split has no targets")
+        if self.standardize:
+            self.mean = sum(ys) / len(ys)
+            var = sum((y - self.mean) ** 2 for y in ys) / len(ys)
+            self.std = math.sqrt(var) if var > 0 else 1.0
+
+    def get_fit_state(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std}
+
+    def set_fit_state(self, state: Mapping[str, Any]) -> None:
+        self.mean = float(state.get("mean", 0.0))
+        self.std = float(state.get("std", 1.0))
+
+    def preprocess_target(self, raw: Mapping[str, Any]) -> Tensor:
+        return torch.tensor(self._value(raw[self.field]), dtype=torch.float32)
+
+    def collate_targets(self, items: list[Tensor]) -> Tensor:
+        return torch.stack(items)
+
+    def forward(self, fused: Fused, batch: Batch) -> Output:
+        z = self.out(self.trunk(fused.pooled)).squeeze(-1).float()
+        value = z * self.std + self.mean
+        loss = None
+        if batch.targets is not None:
+            target_z = (batch.targets.to(z.device).float() - self.mean) / self.std
+            if self.loss_kind == "mse":
+                loss = F.mse_loss(z, target_z)
+            else:
+                loss = F.huber_loss(z, target_z, delta=self.huber_delta)
+        return Output(loss, {"value": value})
+
+    def new_metrics(self) -> "RegressionMetrics":
+        return RegressionMetrics()
+
+    def decode(self, preds: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [{"value": v} for v in preds["value"].detach().float().cpu().tolist()]
+
+
+def regression_scores(pred: Tensor, true: Tensor) -> dict[str, float]:
+    """RMSE, MAE and R² (R² is 1.0 for a perfect fit of a constant target and 0.0 otherwise)."""
+    pred, true = pred.double(), true.double()
+    err = pred - true
+    ss_res = float(err.pow(2).sum())
+    ss_tot = float((true - true.mean()).pow(2).sum())
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
+    return {"rmse": float(err.pow(2).mean().sqrt()), "mae": float(err.abs().mean()), "r2": r2}
+
+
+class RegressionMetrics(Metrics):
+    """RMSE/MAE/R² over a whole evaluation (values are kept, ``merge`` concatenates)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.preds: list[Tensor] = []
+        self.targets: list[Tensor] = []
+
+    def update(self, output: Output, batch: Batch) -> None:
+        super().update(output, batch)
+        if batch.targets is not None:
+            self.preds.append(output.preds["value"].detach().double().cpu())
+            self.targets.append(batch.targets.detach().double().cpu())
+
+    def merge(self, other: "Metrics") -> None:
+        super().merge(other)
+        assert isinstance(other, RegressionMetrics)
+        self.preds += other.preds
+        self.targets += other.targets
+
+    def compute(self) -> dict[str, float]:
+        out = super().compute()
+        if self.preds:
+            out.update(regression_scores(cat_or_empty(self.preds, dtype=torch.float64),
+                                         cat_or_empty(self.targets, dtype=torch.float64)))
+        return out

@@ -640,7 +640,10 @@ def check_head(head: Head, fused: Fused, batch: Batch, *, device: str | torch.de
     head.train()
     pooled = fused.pooled.detach().clone().requires_grad_(True)
     tokens = None if fused.tokens is None else fused.tokens.detach().clone().requires_grad_(True)
-    fused_in = Fused(pooled, tokens, fused.mask, inputs=fused.inputs)
+    inputs = {m: Embedding(e.pooled.detach().clone().requires_grad_(True), e.present,
+                           None if e.tokens is None else e.tokens.detach().clone().requires_grad_(True),
+                           e.token_mask) for m, e in fused.inputs.items()}
+    fused_in = Fused(pooled, tokens, fused.mask, inputs=inputs)
     out = head(fused_in, batch)
     _require(isinstance(out, Output), f"{name}.forward must return Output")
     _require(out.loss is not None and out.loss.dim() == 0, f"{name}: training loss must be a scalar tensor")
@@ -654,10 +657,9 @@ def check_head(head: Head, fused: Fused, batch: Batch, *, device: str | torch.de
     if params:
         _require(any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params),
                  f"{name}: no head parameter receives a gradient from the loss")
-    used_inputs = [t for t in (pooled, tokens) if t is not None] + [
-        e.pooled for e in fused.inputs.values() if e.pooled.requires_grad]
-    _require(any(t.grad is not None and bool(t.grad.abs().sum() > 0) for t in used_inputs if t.is_leaf)
-             or any(e.pooled.requires_grad for e in fused.inputs.values()),
+    leaves = [t for t in (pooled, tokens) if t is not None]
+    leaves += [t for e in inputs.values() for t in (e.pooled, e.tokens) if t is not None]
+    _require(any(t.grad is not None and bool(t.grad.abs().sum() > 0) for t in leaves),
              f"{name}: the loss does not depend on the fused input (is the input detached?): the encoders "
              "and the fusion would never learn")
     head.zero_grad(set_to_none=True)

@@ -263,7 +263,8 @@ def _gather_worker(rank: int, init_file: str) -> None:
         assert out.tolist() == [[1.0, 1.0], [2.0, 2.0], [2.0, 2.0]], out
         assert offset == rank
         (out * torch.arange(1.0, 4.0)[:, None]).sum().backward()
-        assert t.grad.tolist() == [[float(i + offset + 1)] * 2 for i in range(rank + 1)]  # local rows only
+        # the gather is differentiable: each row gets the gradient of both ranks' (identical) losses
+        assert t.grad.tolist() == [[2.0 * (i + offset + 1)] * 2 for i in range(rank + 1)]
     finally:
         dist.destroy_process_group()
 

@@ -18,24 +18,24 @@ from mmkit_heads.common import cat_or_empty
 def gather_with_grad(t: Tensor) -> tuple[Tensor, int]:
     """All-gather ``t`` (rows may differ per rank) and return ``(global rows, offset of ours)``.
 
-    Other ranks' rows are constants; this rank's rows are ``t`` itself, so gradients flow to the local
-    part. Without an initialised ``torch.distributed`` group (or with one rank) it is the identity.
+    The gather is differentiable (``torch.distributed.nn``): in backward each rank's rows receive the
+    gradients that *every* rank's loss sends them, so with DDP's gradient averaging the update equals
+    the single-process one on the global batch (negatives and gradients span all ranks). Without an
+    initialised ``torch.distributed`` group (or with one rank) it is the identity.
     """
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return t, 0
+    from torch.distributed.nn.functional import all_gather
+
     world, rank = dist.get_world_size(), dist.get_rank()
     n = torch.tensor([t.shape[0]], device=t.device, dtype=torch.long)
     sizes_t = [torch.zeros_like(n) for _ in range(world)]
     dist.all_gather(sizes_t, n)
     sizes = [int(s) for s in sizes_t]
-    padded = t.new_zeros((max(sizes), *t.shape[1:]))
-    padded[: t.shape[0]] = t.detach()
-    buffers = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(buffers, padded.contiguous())
-    parts = [b[:s] for b, s in zip(buffers, sizes)]
-    parts[rank] = t
+    padded = F.pad(t, (0, 0) * (t.dim() - 1) + (0, max(sizes) - t.shape[0]))
+    parts = [p[:s] for p, s in zip(all_gather(padded.contiguous()), sizes)]
     return torch.cat(parts), sum(sizes[:rank])
 
 
@@ -107,7 +107,8 @@ class ContrastiveHead(Head):
         loss = None
         if batch.targets is not None:
             both = eq.present & ek.present
-            loss = info_nce(zq[both], zk[both], scale, self.gather_distributed)
+            # gather only in training: evaluation shards may differ in batch count across ranks
+            loss = info_nce(zq[both], zk[both], scale, self.gather_distributed and self.training)
         preds = {f"emb_{self.query}": zq, f"emb_{self.key}": zk,
                  f"present_{self.query}": eq.present, f"present_{self.key}": ek.present}
         return Output(loss, preds, {"logit_scale": scale.detach()})

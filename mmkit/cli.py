@@ -230,12 +230,13 @@ def main() -> None:
 
 
 def _add_builtin_commands() -> None:
+    from mmkit.cli_compare import COMMANDS as COMPARE_COMMANDS
     from mmkit.cli_data import data
     from mmkit.cli_models import COMMANDS as MODEL_COMMANDS
     from mmkit.cli_run import COMMANDS
     from mmkit.cli_scaffold import COMMANDS as SCAFFOLD_COMMANDS
 
-    for command in [*COMMANDS, *MODEL_COMMANDS, *SCAFFOLD_COMMANDS, data]:
+    for command in [*COMMANDS, *MODEL_COMMANDS, *SCAFFOLD_COMMANDS, *COMPARE_COMMANDS, data]:
         cli.add_command(command)
 
 

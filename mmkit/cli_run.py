@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from mmkit.errors import MmkitError
 
 SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -28,8 +27,16 @@ SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--node-rank", type=int, default=0, show_default=True, help="This node's rank (with --nnodes > 1).")
 @click.option("--master-addr", default="127.0.0.1", show_default=True, help="Rendezvous host (node 0).")
 @click.option("--master-port", type=int, default=29500, show_default=True, help="Rendezvous port.")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
+              help="Train one run per value (repeat for a grid), e.g. --sweep model.fusion.type=concat,attention. "
+                   "Values are TOML; commas inside [..] or {..} do not split.")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Train each configuration with seeds run.seed+0..K-1 and report mean ± std (a sweep).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Sweep runs trained at once, in subprocesses that share the CPU cores evenly (torch threads).")
 def run_cmd(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bool, quiet: bool, as_json: bool,
-            nproc: int, nnodes: int, node_rank: int, master_addr: str, master_port: int) -> None:
+            nproc: int, nnodes: int, node_rank: int, master_addr: str, master_port: int,
+            sweeps: tuple[str, ...], seeds: int | None, jobs: int) -> None:
     """Train the model a RECIPE (TOML) describes.
 
     \b
@@ -44,9 +51,23 @@ def run_cmd(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bo
       mmkit run recipes/quickstart.toml --resume          # after Ctrl-C or a crash
       mmkit run recipes/quickstart.toml --nproc 2         # 2 processes (DDP) on this machine
       torchrun --nproc-per-node 2 -m mmkit run recipes/quickstart.toml   # the same, by hand
+
+    \b
+    Sweeps: runs under <output_dir>/<name>-sweep/; re-running the command skips finished runs and
+    resumes interrupted ones (--overwrite retrains all); table in sweep.csv/sweep.json, mean ± std
+    over seeds in sweep_summary.csv/json (docs/compare.md):
+      mmkit run recipes/quickstart.toml --sweep model.fusion.type=concat,attention,autoencoder,transformer
+      mmkit run recipes/quickstart.toml --sweep train.lr=1e-3,3e-4 --seeds 3 --jobs 2
     """
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
+    if sweeps or seeds is not None:
+        if nproc > 0:
+            raise click.UsageError("--nproc cannot be combined with --sweep/--seeds; use --jobs")
+        _sweep(recipe, overrides, sweeps, seeds or 1, jobs, overwrite, quiet, as_json)
+        return
+    if jobs != 1:
+        raise click.UsageError("--jobs applies to sweeps; add --sweep KEY=V1,V2 or --seeds K")
     if nproc > 0:
         _launch(recipe, overrides, resume, overwrite, quiet, as_json, nproc, nnodes, node_rank, master_addr,
                 master_port)
@@ -65,6 +86,34 @@ def run_cmd(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bo
         click.echo(json.dumps(result.summary, indent=2))
     if not quiet:
         _print_summary(result, rec.source)
+
+
+def _sweep(recipe: str, overrides: tuple[str, ...], sweeps: tuple[str, ...], seeds: int, jobs: int,
+           overwrite: bool, quiet: bool, as_json: bool) -> None:
+    """Plan (validating every run's recipe first), train what is not finished, print the table."""
+    from mmkit.sweep import SweepInterrupted, plan_sweep, print_result, run_sweep
+
+    plan = plan_sweep(recipe, overrides, sweeps, seeds)
+    echo = None if quiet else (lambda msg: click.echo(msg, err=True))
+    if not quiet:
+        click.echo(f"sweep: {len(plan.points)} runs into {plan.sweep_dir}"
+                   + (f", {jobs} at a time" if jobs > 1 else ""), err=True)
+    try:
+        result = run_sweep(plan, jobs=jobs, overwrite=overwrite, echo=echo)
+    except SweepInterrupted as exc:
+        click.secho(str(exc), fg="yellow", err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(json.dumps({"sweep_dir": str(plan.sweep_dir), "metric": result.metric, "runs": result.rows,
+                               "configs": result.summary_rows if seeds > 1 else []}, indent=2, default=str))
+    elif quiet:
+        click.echo(str(plan.sweep_dir))
+    else:
+        print_result(result)
+    if result.failed:
+        click.secho(f"{len(result.failed)} run(s) failed: {', '.join(result.failed)} (logs in "
+                    f"{plan.sweep_dir / 'logs'})", fg="red", err=True)
+        sys.exit(1)
 
 
 def _launch(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bool, quiet: bool, as_json: bool,
@@ -100,10 +149,10 @@ def _print_summary(result, source: str) -> None:
     console.print(f"{s['steps']} steps, {s['samples_per_s']:.0f} samples/s, {s['wall_seconds']:.0f} s wall"
                   + (f", cache: {s['cache']}" if s["cache"] else ""))
     if result.renamed:
-        console.print(f"[yellow]the run name was taken; wrote to a new directory[/yellow]")
+        console.print("[yellow]the run name was taken; wrote to a new directory[/yellow]")
     console.print(f"run directory: [bold]{result.run_dir}[/bold]")
-    console.print("next: compare fusions with --set model.fusion.type=attention, "
-                  "or inspect with: mmkit check " + source)
+    console.print(f"next: compare fusions with: mmkit run {source} --sweep model.fusion.type=concat,attention "
+                  f"--seeds 2 (docs/compare.md), or inspect with: mmkit check {source}")
 
 
 @click.command("check", context_settings=SETTINGS)

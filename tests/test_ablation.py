@@ -1,0 +1,166 @@
+"""Modality ablation: removing a field marks it absent in every row (the fusion's missing-modality
+path), metrics are recomputed, the drop is full - ablated, and attention weights are averaged.
+
+The mechanics are checked on a small model that is built and fitted but not trained (the identities
+hold for any weights); a tiny trained run checks loading from a run directory and ``mmkit ablate``.
+Whether the numbers mean something -- both modalities needed on the ``shapes`` claim task -- is shown
+in docs/compare.md with the quickstart model (a model that learns the claim task takes minutes on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mmkit.ablation import ablate, ablate_model, load_run_model, without
+from mmkit.engine import assemble, load_splits, make_fields, plan_data, train
+from mmkit.recipe import load_recipe
+from mmkit.registry import get_registry
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models on a shared 2-core machine: one torch thread avoids oversubscription (measured:
+    # an ablation pass took 6.7 s with 2 threads under load and 0.2 s with 1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+TINY = """
+[run]
+name = "abl"
+output_dir = "{out}"
+seed = 1
+
+[data]
+dataset = "shapes"
+options = {{ n_train = 32, n_val = 24, n_test = 8, image_size = 32 }}
+
+[model.encoders.image]
+type = "timm"
+model = "test_resnet"
+
+[model.encoders.text]
+type = "text-transformer"
+dim = 16
+layers = 1
+heads = 2
+
+[model.fusion]
+type = "attention"
+dim = 16
+
+[model.head]
+type = "classification"
+
+[train]
+max_steps = 4
+batch_size = 8
+lr = 1e-3
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """(recipe, fitted untrained model, plan) of the tiny attention-fusion classifier."""
+    root = tmp_path_factory.mktemp("ablation")
+    path = root / "tiny.toml"
+    path.write_text(TINY.format(out=(root / "runs").as_posix()), encoding="utf-8")
+    recipe = load_recipe(path)
+    registry = get_registry()
+    torch.manual_seed(0)
+    plan = plan_data(recipe, load_splits(recipe, registry))
+    model = assemble(recipe, registry, plan).eval()
+    return recipe, model, plan
+
+
+def _run(model, plan, rows):
+    fields = make_fields(model, plan, get_registry())
+    return ablate_model(model, fields, plan.target_columns, rows, batch_size=8)
+
+
+def test_without_marks_every_row_absent(tiny):
+    _, model, plan = tiny
+    from mmkit.data import Collator, MultimodalDataset
+
+    fields = make_fields(model, plan, get_registry())
+    rows = plan.splits.splits["val"][:5]
+    ds = MultimodalDataset(rows, fields, model.head, plan.target_columns, base_dir=None, source="t")
+    batch = Collator(fields, model.head)([ds[i] for i in range(5)])
+    cut = without(batch, "image")
+    assert cut.inputs["image"] is None and not cut.present["image"].any()
+    assert cut.inputs["text"] is batch.inputs["text"] and cut.present["text"].all()
+    assert batch.present["image"].all()  # the original batch is untouched
+    with torch.no_grad():
+        _, fused = model(cut, return_fused=True)
+    assert torch.equal(fused.weights[:, fused.weight_names.index("image")], torch.zeros(5))
+
+
+def test_ablation_equals_data_without_the_modality_and_reports_drops(tiny):
+    recipe, model, plan = tiny
+    rows = plan.splits.splits["val"]
+    result = ablate(model, recipe=recipe, device="cpu")
+    assert result["split"] == "val" and result["samples"] == len(rows) == 24
+    assert result["fields"] == ["image", "text"] and result["metric"] == "accuracy"
+    assert set(result["full"]) == {"loss", "accuracy", "macro_f1"}
+    full = _run(model, plan, rows)["full"]
+    assert result["full"] == pytest.approx(full)
+    for name, column in (("image", "image"), ("text", "claim")):
+        ab = result["ablations"][name]
+        # removing a field == evaluating data in which that column is empty in every row
+        blank = [{**r, column: None} for r in rows]
+        assert ab["metrics"] == pytest.approx(_run(model, plan, blank)["full"])
+        for metric, value in ab["metrics"].items():
+            assert ab["drop"][metric] == pytest.approx(result["full"][metric] - value)
+        assert ab["metrics"]["loss"] != pytest.approx(result["full"]["loss"], abs=1e-6)  # the input mattered
+
+
+def test_attention_weights_are_averaged_over_rows_with_any_input(tiny):
+    recipe, model, plan = tiny
+    rows = plan.splits.splits["val"]
+    result = ablate(model, rows=rows, recipe=recipe, device="cpu")
+    att = result["attention"]
+    assert att["rows"] == 24
+    assert sum(att["mean"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert att["when_present"] == pytest.approx(att["mean"])
+    # half the rows lack the claim: they weight the image fully, the rest split their weight
+    mixed = [{**r, "claim": None} if i % 2 else r for i, r in enumerate(rows)]
+    att2 = ablate(model, rows=mixed, recipe=recipe, device="cpu")["attention"]
+    assert sum(att2["mean"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert att2["when_present"]["image"] == pytest.approx(att2["mean"]["image"])
+    assert att2["mean"]["text"] == pytest.approx(att2["when_present"]["text"] * 12 / 24)
+    assert att2["mean"]["image"] == pytest.approx((12 * 1.0 + 12 * (1 - att2["when_present"]["text"])) / 24)
+
+
+def test_a_fusion_without_weights_reports_none(tiny):
+    recipe, _, plan = tiny
+    from dataclasses import replace
+
+    concat = replace(recipe, fusion=replace(recipe.fusion, type="concat", params={"dim": 16}))
+    model = assemble(concat, get_registry(), plan).eval()
+    result = ablate(model, recipe=concat, device="cpu")
+    assert result["attention"] is None and set(result["ablations"]) == {"image", "text"}
+
+
+def test_ablate_a_run_directory_and_the_cli(tiny):
+    recipe, _, _ = tiny
+    run = train(recipe, quiet=True).run_dir
+    loaded = load_run_model(run)
+    assert loaded.checkpoint.name == "best" or loaded.checkpoint.name == "last"
+    direct = ablate(loaded.model, recipe=loaded.recipe, split="test", device="cpu")
+    from mmkit.cli_compare import ablate_cmd
+
+    result = CliRunner().invoke(ablate_cmd, [str(run), "--split", "test", "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["run_dir"] == str(run) and out["samples"] == 8 and out["split"] == "test"
+    assert out["full"] == pytest.approx(direct["full"])
+    assert out["ablations"]["text"]["metrics"] == pytest.approx(direct["ablations"]["text"]["metrics"])
+    table = CliRunner().invoke(ablate_cmd, [str(run), "--device", "cpu"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "without image" in table.output and "mean attention weight" in table.output
+    missing = CliRunner().invoke(ablate_cmd, [str(run), "--split", "nope"])
+    assert missing.exit_code != 0 and "nope" in str(missing.exception)

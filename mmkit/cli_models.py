@@ -291,8 +291,11 @@ def predict_cmd(model: str, input_path: str, out: str | None, batch_size: int, s
 @_checkpoint_option
 @_registry_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as a JSON object.")
+@click.option("--ablate", is_flag=True,
+              help="Also score with each modality removed in turn (marked absent) and report the drop; "
+                   "with the attention fusion, the mean weight per modality.")
 def eval_cmd(model: str, data: str, split: str, options: tuple[str, ...], batch_size: int, device: str,
-             checkpoint: str, registry: str | None, as_json: bool) -> None:
+             checkpoint: str, registry: str | None, as_json: bool, ablate: bool) -> None:
     """Evaluate MODEL on labelled data: the head's metrics (accuracy/F1, RMSE/MAE/R², BLEU/CIDEr, recall@K).
 
     \b
@@ -300,6 +303,7 @@ def eval_cmd(model: str, data: str, split: str, options: tuple[str, ...], batch_
       mmkit eval claims --data shapes                       # the test split, as trained
       mmkit eval claims --data shapes --split val -o n_val=2000
       mmkit eval claims@1 --data data/shapes/test.jsonl --json
+      mmkit eval claims --data shapes --ablate              # what each modality contributes
     """
     from mmkit.predictor import load
     from mmkit.recipe import parse_value
@@ -311,6 +315,9 @@ def eval_cmd(model: str, data: str, split: str, options: tuple[str, ...], batch_
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="-o/--option")
         opts[key.strip()] = parse_value(value.strip())
     predictor = load(model, device=device, registry=registry, checkpoint=checkpoint)
+    if ablate:
+        _eval_ablate(predictor, data, split, opts, batch_size, as_json)
+        return
     metrics = predictor.evaluate(data, split=split, batch_size=batch_size, options=opts)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
@@ -319,6 +326,27 @@ def eval_cmd(model: str, data: str, split: str, options: tuple[str, ...], batch_
     click.echo(f"{name} on {data}" + ("" if Path(data).is_file() else f" ({split})") + ":")
     for key, value in metrics.items():
         click.echo(f"  {key:<24} {value:.4f}")
+
+
+def _eval_ablate(predictor: Any, data: str, split: str, opts: dict[str, Any], batch_size: int,
+                 as_json: bool) -> None:
+    """``mmkit eval --ablate``: the modality ablation report of :mod:`mmkit.ablation` on this data."""
+    import copy
+
+    from mmkit.ablation import ablate
+    from mmkit.cli_compare import print_ablation
+
+    recipe = copy.deepcopy(predictor.recipe)
+    if Path(data).is_file():
+        recipe.data.update(dataset=None, train=str(Path(data).resolve()), val=None, test=None, split_column=None)
+        split = "train"  # the manifest's rows (the split name of a lone manifest)
+    else:
+        recipe.data.update(dataset=data, options={**recipe.data.get("options", {}), **opts})
+    result = ablate(predictor.model, split=split, recipe=recipe, batch_size=batch_size)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    print_ablation(result)
 
 
 # ------------------------------------------------------------------------------------- embed

@@ -151,8 +151,12 @@ def _print_summary(result, source: str) -> None:
     if result.renamed:
         console.print("[yellow]the run name was taken; wrote to a new directory[/yellow]")
     console.print(f"run directory: [bold]{result.run_dir}[/bold]")
-    console.print(f"next: compare fusions with: mmkit run {source} --sweep model.fusion.type=concat,attention "
-                  f"--seeds 2 (docs/compare.md), or inspect with: mmkit check {source}")
+    run = result.run_dir
+    console.print("try next:")
+    console.print(f"  mmkit ablate {run}                     # which modality does the model rely on?")
+    console.print(f"  mmkit register {run} --name my-model   # then: mmkit predict my-model --input rows.jsonl")
+    console.print(f"  mmkit run {source} --sweep model.fusion.type=concat,attention,transformer --seeds 2"
+                  "   # compare fusions (docs/compare.md)")
 
 
 @click.command("check", context_settings=SETTINGS)

@@ -258,8 +258,8 @@ def make_optimizer(groups: list[dict[str, Any]], recipe: Recipe) -> torch.optim.
     if not groups:
         raise RecipeError(f"{recipe.source}: nothing to train: every parameter is frozen")
     if t["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=t["lr"], momentum=t["momentum"])
-    return torch.optim.AdamW(groups, lr=t["lr"])
+        return torch.optim.SGD(groups, lr=t["lr"], momentum=t["momentum"], foreach=True)
+    return torch.optim.AdamW(groups, lr=t["lr"], foreach=True)  # one kernel per op for all tensors
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:

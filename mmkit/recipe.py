@@ -108,6 +108,9 @@ class Recipe:
             return out
 
         data = {k: v for k, v in self.data.items() if v is not None}
+        for split in ("train", "val", "test"):  # absolute, so the resolved recipe works from the run dir
+            if data.get(split):
+                data[split] = str((self.base_dir / data[split]).resolve())
         return _drop_none({
             "run": dict(self.run),
             "data": data,

@@ -164,3 +164,50 @@ def test_ablate_a_run_directory_and_the_cli(tiny):
     assert table.exit_code == 0 and "without image" in table.output and "mean attention weight" in table.output
     missing = CliRunner().invoke(ablate_cmd, [str(run), "--split", "nope"])
     assert missing.exit_code != 0 and "nope" in str(missing.exception)
+
+
+def test_eval_ablate_cli_reports_each_modality(tmp_path):
+    """`mmkit eval MODEL --data DATASET --ablate` runs the same ablation from a saved model."""
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from mmkit.cli import cli
+    from mmkit.engine import train
+    from mmkit.recipe import load_recipe
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(f'''
+[run]
+name = "abl"
+output_dir = "{(tmp_path / 'runs').as_posix()}"
+[data]
+dataset = "shapes"
+options = {{ n_train = 32, n_val = 16, n_test = 16, image_size = 32 }}
+[model.encoders.image]
+type = "timm"
+model = "test_resnet"
+[model.encoders.text]
+type = "text-transformer"
+dim = 16
+layers = 1
+heads = 2
+[model.fusion]
+type = "attention"
+dim = 16
+[model.head]
+type = "classification"
+[train]
+max_steps = 2
+batch_size = 8
+''', encoding="utf-8")
+    run = train(load_recipe(recipe), quiet=True).run_dir
+    result = CliRunner().invoke(cli, ["eval", str(run), "--data", "shapes", "--split", "test", "--ablate", "--json"])
+    assert result.exit_code == 0, result.output
+    report = _json.loads(result.output)
+    assert set(report["ablations"]) == {"image", "text"}
+    assert report["samples"] == 16
+    for name, part in report["ablations"].items():
+        for metric, drop in part["drop"].items():
+            assert drop == pytest.approx(report["full"][metric] - part["metrics"][metric]), (name, metric)
+    assert sum(report["attention"]["mean"].values()) == pytest.approx(1.0, abs=1e-5)

@@ -68,8 +68,10 @@ def save_checkpoint(folder: Path, name: str, model: nn.Module, state: dict[str, 
                     training_state: dict[str, Any] | None = None) -> Path:
     """Write ``folder/name/`` atomically: weights, JSON ``state`` and tensor ``training_state``."""
     folder.mkdir(parents=True, exist_ok=True)
+    _clean_stale(folder, name)
     tmp = folder / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     final = folder / name
+    old: Path | None = None
     try:
         tmp.mkdir()
         save_weights(model, tmp / WEIGHTS)
@@ -80,7 +82,6 @@ def save_checkpoint(folder: Path, name: str, model: nn.Module, state: dict[str, 
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         _fsync_dir(tmp)
-        old = None
         if final.exists():
             old = folder / f".old-{name}-{uuid.uuid4().hex[:8]}"
             os.rename(final, old)
@@ -88,24 +89,55 @@ def save_checkpoint(folder: Path, name: str, model: nn.Module, state: dict[str, 
         _fsync_dir(folder)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
+    except BaseException as exc:  # a full disk, or Ctrl-C in the middle of a save
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"could not write checkpoint {final}: {exc.strerror or exc} "
-                              f"(the previous checkpoint is kept)") from exc
+        if old is not None and not final.exists():
+            try:
+                os.rename(old, final)  # put the previous checkpoint back
+            except OSError:
+                pass  # find_checkpoint restores it from .old-NAME-*
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"could not write checkpoint {final}: {exc.strerror or exc} "
+                                  f"(the previous checkpoint is kept)") from exc
+        raise
     return final
+
+
+def _complete(path: Path) -> bool:
+    return (path / STATE).is_file() and (path / WEIGHTS).is_file()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale(folder: Path, name: str) -> None:
+    """Remove what killed saves left behind, each a full checkpoint's size: temp folders of processes
+    that no longer run, and ``.old-NAME-*`` copies once a complete ``NAME`` exists."""
+    for tmp in folder.glob(f".tmp-{name}-*"):
+        pid = tmp.name[len(f".tmp-{name}-"):].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+    if _complete(folder / name):
+        for old in folder.glob(f".old-{name}-*"):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def find_checkpoint(folder: Path, name: str) -> Path | None:
     """The complete checkpoint ``name`` in ``folder``; after a crash between the two renames of a
-    save, the previous one (``.old-NAME-*``) is restored first."""
+    save, the newest complete previous one (``.old-NAME-*``) is restored first."""
     final = folder / name
     if not final.exists():
-        olds = sorted(folder.glob(f".old-{name}-*"), key=lambda p: p.stat().st_mtime)
+        olds = [p for p in folder.glob(f".old-{name}-*") if _complete(p)]
         if olds:
-            os.rename(olds[-1], final)
-    if (final / STATE).exists() and (final / WEIGHTS).exists():
-        return final
-    return None
+            os.rename(max(olds, key=lambda p: p.stat().st_mtime), final)
+    return final if _complete(final) else None
 
 
 def read_state(checkpoint: Path) -> dict[str, Any]:

@@ -21,9 +21,11 @@ class DataSplits:
             which a recipe's ``[data] columns`` overrides.
         base_dir: folder that relative file paths in cells are resolved against.
         name: where the rows came from, for error messages (a file or dataset name).
+        files: the manifest file of each split, for error messages (empty for in-memory datasets).
     """
 
     splits: dict[str, list[dict[str, Any]]]
     columns: dict[str, str | list[str]] = field(default_factory=dict)
     base_dir: Path | None = None
     name: str = "data"
+    files: dict[str, str] = field(default_factory=dict)

@@ -11,10 +11,10 @@ import math
 import os
 import random
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -119,6 +119,9 @@ class DataPlan:
     target_columns: dict[str, str] = field(default_factory=dict)
 
     def source(self, split: str) -> str:
+        files = getattr(self.splits, "files", None) or {}
+        if split in files:
+            return f"{files[split]} ({split})"
         return f"{self.splits.name}:{split}" if self.splits.base_dir is None else f"{self.splits.name} ({split})"
 
 
@@ -171,11 +174,33 @@ def assemble(recipe: Recipe, registry: Registry, plan: DataPlan | None = None,
             check_columns(rows, {**plan.field_columns, **plan.target_columns}, plan.source(split))
     if fit_state is None:
         fit = FitData(plan, registry, recipe)
+        src = plan.source("train")
         for name, enc in model.encoders.items():
-            enc.fit(fit.values(name, enc))
-        model.head.fit(fit.targets(model.head.fields))
+            cols = plan.field_columns[name]
+            with _fitting(src, f"field {name!r} (column {cols if isinstance(cols, str) else ', '.join(cols)})",
+                          recipe.encoders[name].type):
+                enc.fit(fit.values(name, enc))
+        targets = ", ".join(f"{f!r} (column {plan.target_columns[f]!r})" for f in model.head.fields)
+        with _fitting(src, f"target {targets}", recipe.head.type):
+            model.head.fit(fit.targets(model.head.fields))
     model.apply_freeze()  # again: fit may have created parameters (vocabulary-sized tables)
     return model
+
+
+@contextmanager
+def _fitting(source: str, what: str, component: str) -> Iterator[None]:
+    """Errors of a component's ``fit`` name the training file and the field they come from."""
+    try:
+        yield
+    except DataError as exc:
+        if str(exc).startswith(source):  # a value that failed to load: already located
+            raise
+        raise DataError(f"{source}: {what}: {exc}") from exc
+    except MmkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. an OverflowError on extreme values
+        raise DataError(f"{source}: {what}: {component} could not fit the training data: "
+                        f"{type(exc).__name__}: {exc}") from exc
 
 
 def make_fields(model: MultimodalModel, plan: DataPlan, registry: Registry) -> list[Field]:

@@ -81,9 +81,22 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
                 rows.append({k: (None if v is None else parse_cell(v)) for k, v in row.items()})
             return rows
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
+        raise _not_utf8(path, exc) from exc
     except csv.Error as exc:
         raise DataError(f"{path}: malformed CSV: {exc}") from exc
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
+    """``FILE line N: not UTF-8 text``: the line of the first undecodable byte (the decoder's own
+    position is relative to the chunk it was reading)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as full:
+        line = data.count(b"\n", 0, full.start) + 1
+        return DataError(f"{path} line {line}: not UTF-8 text (byte {full.start}: "
+                         f"{data[full.start:full.start + 4]!r}); save the file as UTF-8")
+    return DataError(f"{path}: not UTF-8 text ({exc})")
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -101,7 +114,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
                     raise DataError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
                 rows.append(row)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
+        raise _not_utf8(path, exc) from exc
     return rows
 
 
@@ -204,14 +217,16 @@ def load_manifest_splits(train: str | Path | None = None, val: str | Path | None
         if columns:
             check_columns(rows, columns, path)
         name = str(path)
+        split_files = {s: str(path) for s in splits}
     else:
         for split, path in files.items():
             splits[split] = read_manifest(path)
             if columns:
                 check_columns(splits[split], columns, path)
         name = str(files.get("train", next(iter(files.values()))))
+        split_files = {s: str(p) for s, p in files.items()}
     base = files.get("train", next(iter(files.values()))).resolve().parent
-    return DataSplits(splits, columns=dict(columns or {}), base_dir=base, name=name)
+    return DataSplits(splits, columns=dict(columns or {}), base_dir=base, name=name, files=split_files)
 
 
 __all__ = ["FORMATS", "check_columns", "data_context", "load_cell", "load_manifest_splits", "parse_cell",

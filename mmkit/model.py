@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from mmkit.interfaces import Batch, Embedding, Encoder, Fused, Fusion, Head, Output, empty_embedding, scatter_embedding
-from mmkit.recipe import Recipe
+from mmkit.errors import MmkitError
+from mmkit.recipe import ComponentSpec, Recipe
 from mmkit.registry import Registry, get_registry
 
 
@@ -101,6 +102,14 @@ class LazyValues(Sequence[Any]):
         return self._get(i)
 
 
+def _create(registry: Registry, spec: ComponentSpec, context: dict[str, Any] | None = None) -> Any:
+    """Build one component; an error is prefixed with where the recipe names it (``FILE: model.head``)."""
+    try:
+        return registry.create(spec.kind, spec.type, context=context, **spec.params)
+    except MmkitError as exc:
+        raise type(exc)(f"{spec.where}: {exc}") from exc
+
+
 def build_model(recipe: Recipe, *, fit_state: Mapping[str, Any] | None = None,
                 registry: Registry | None = None) -> MultimodalModel:
     """Build the model a recipe names.
@@ -111,16 +120,14 @@ def build_model(recipe: Recipe, *, fit_state: Mapping[str, Any] | None = None,
     registry = registry or get_registry()
     encoders: dict[str, Encoder] = {}
     for name, spec in recipe.encoders.items():
-        enc = registry.create("encoder", spec.type, **spec.params)
+        enc = _create(registry, spec)
         if fit_state is not None:
             enc.set_fit_state(fit_state["encoders"].get(name, {}))
         encoders[name] = enc
     context = {"input_dims": {k: e.dim for k, e in encoders.items()},
                "token_inputs": {k: e.has_tokens for k, e in encoders.items()}}
-    fusion = registry.create("fusion", recipe.fusion.type, context=context, **recipe.fusion.params)
-    head = registry.create("head", recipe.head.type,
-                           context={"input_dim": fusion.dim, "modality_dims": context["input_dims"]},
-                           **recipe.head.params)
+    fusion = _create(registry, recipe.fusion, context)
+    head = _create(registry, recipe.head, {"input_dim": fusion.dim, "modality_dims": context["input_dims"]})
     if fit_state is not None:
         fusion.set_fit_state(fit_state.get("fusion", {}))
         head.set_fit_state(fit_state.get("head", {}))

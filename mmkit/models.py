@@ -68,7 +68,7 @@ def registry_dir(explicit: str | Path | None = None) -> Path:
 
 def validate_name(name: str) -> str:
     """A model name: letters, digits, ``.``, ``_``, ``-``; starting with a letter or digit (no paths)."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise MmkitError(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-', starting with a "
                          f"letter or digit (no '/', no '..'), e.g. 'claims-v2'")
     return name

@@ -8,6 +8,7 @@ default, so the resolved recipe written to a run directory is complete.
 from __future__ import annotations
 
 import copy
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -187,7 +188,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 def load_card(name: str) -> dict[str, Any]:
     """A model card from the built-in registry folder by name (``NAME`` or ``NAME@VERSION``)."""
-    if not _CARD_NAME.match(name) or ".." in name:
+    if not _CARD_NAME.fullmatch(name) or ".." in name:
         raise RecipeError(f"invalid model name {name!r}: letters, digits, '.', '_', '-' only")
     from importlib import resources
 
@@ -268,6 +269,25 @@ def _component(registry: Registry, kind: str, table: Any, where: str, engine_key
     return spec
 
 
+def _check_train_ranges(train: dict[str, Any], src: str) -> None:
+    """Ranges the types cannot express (a zero batch size or a NaN lr would fail deep inside torch)."""
+    def bad(key: str, rule: str) -> RecipeError:
+        return RecipeError(f"{src}: train.{key}: must be {rule}, got {train[key]!r}")
+
+    for key in ("batch_size", "grad_accum", "log_every"):
+        if train[key] < 1:
+            raise bad(key, "at least 1")
+    for key in ("epochs", "max_steps", "eval_every", "checkpoint_every", "early_stopping"):
+        if train[key] < 0:
+            raise bad(key, "0 or more")
+    for key in ("warmup_steps", "num_workers"):
+        if train[key] != "auto" and train[key] < 0:
+            raise bad(key, "'auto' or 0 or more")
+    for key in ("lr", "weight_decay", "momentum", "grad_clip"):
+        if not math.isfinite(train[key]) or train[key] < 0:
+            raise bad(key, "a finite number >= 0")
+
+
 def build_recipe(doc: dict[str, Any], source: str = "<recipe>", base_dir: str | Path = ".",
                  registry: Registry | None = None) -> Recipe:
     """Validate a recipe document and fill every default."""
@@ -280,7 +300,10 @@ def build_recipe(doc: dict[str, Any], source: str = "<recipe>", base_dir: str | 
         card_name = model if isinstance(model, str) else model.get("card")
         if not isinstance(card_name, str):
             raise RecipeError(f"{src}: model.card: expected str, got {type(card_name).__name__}")
-        card = load_card(card_name)
+        try:
+            card = load_card(card_name)
+        except RecipeError as exc:
+            raise RecipeError(f"{src}: {'model' if isinstance(model, str) else 'model.card'}: {exc}") from None
         over = {k: v for k, v in doc.items() if k != "model"}
         if isinstance(model, dict):
             over["model"] = {k: v for k, v in model.items() if k != "card"}
@@ -298,6 +321,7 @@ def build_recipe(doc: dict[str, Any], source: str = "<recipe>", base_dir: str | 
     run = _fill(_section(doc, "run", src), RUN_PARAMS, f"{src}: run")
     data = _fill(_section(doc, "data", src), DATA_PARAMS, f"{src}: data")
     train = _fill(_section(doc, "train", src), TRAIN_PARAMS, f"{src}: train")
+    _check_train_ranges(train, src)
     if data["dataset"] is None and data["train"] is None:
         raise RecipeError(f"{src}: data: set dataset = \"shapes\" (a registered dataset) or train = \"FILE\"")
     if data["dataset"] is not None:

@@ -20,6 +20,7 @@ import pluggy
 from mmkit import hookspecs
 from mmkit.errors import (
     ComponentNotFoundError,
+    MmkitError,
     DuplicateComponentError,
     ParameterError,
     PluginError,
@@ -317,10 +318,13 @@ class Registry:
         cls = info.load()
         try:
             return cls(**(context or {}), **info.fixed_params, **params)
-        except ParameterError:
-            raise
-        except TypeError as exc:
-            raise ParameterError(f"{kind} {name!r} ({info.target}): {exc}") from exc
+        except MmkitError as exc:  # a constructor's own check: say whose
+            raise type(exc)(f"{kind} {name!r} of plugin {info.plugin!r}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - name the component, its plugin and the values given
+            shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "no parameters"
+            error = ParameterError if isinstance(exc, (TypeError, ValueError, ArithmeticError)) else PluginError
+            raise error(f"{kind} {name!r} of plugin {info.plugin!r} ({info.target}) failed to build with {shown}: "
+                        f"{type(exc).__name__}: {exc}") from exc
 
 
 def _unknown_kind(kind: str) -> str:

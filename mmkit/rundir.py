@@ -30,7 +30,8 @@ def prepare_run_dir(output_dir: str | Path, name: str, mode: str = "new") -> tup
             raise RunDirError(f"{path}: nothing to resume (no such run directory)")
         return path, False
     if mode == "overwrite" and path.exists():
-        shutil.rmtree(path)
+        with RunLock(path):  # refuses while another process trains in it
+            shutil.rmtree(path)
     for i in range(1, 10_000):
         candidate = path if i == 1 else parent / f"{name}-{i}"
         try:

@@ -35,7 +35,7 @@ class PluginNames:
     @classmethod
     def from_name(cls, name: str) -> "PluginNames":
         stem = name.replace("-", "_")
-        if not NAME_PATTERN.match(stem) or stem.endswith("_") or "__" in stem:
+        if not NAME_PATTERN.fullmatch(stem) or stem.endswith("_") or "__" in stem:
             raise ScaffoldError(
                 f"invalid plugin name {name!r}: use lowercase letters, digits, '_' or '-', starting with a letter "
                 "(e.g. 'gated', 'audio-cnn')")

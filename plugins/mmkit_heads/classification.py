@@ -141,8 +141,11 @@ class ClassificationHead(Head):
 
     def fit(self, values: Sequence[Mapping[str, Any]]) -> None:
         found: set[Any] = set()
-        for row in values:
-            found.update(self._cell_labels(row[self.field]))
+        for number, row in enumerate(values, start=1):
+            try:
+                found.update(self._cell_labels(row[self.field]))
+            except DataError as exc:
+                raise DataError(f"training row {number}: {exc}") from None
         if not found:
             raise DataError(f"{self.field}: the training split has no labels")
         if self.num_classes == "auto":

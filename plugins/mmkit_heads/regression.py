@@ -57,10 +57,17 @@ class RegressionHead(Head):
             raise DataError(f"{self.field}: regression target {cell!r} is not a number") from None
         if not math.isfinite(value):
             raise DataError(f"{self.field}: regression target {cell!r} is not finite")
+        if abs(value) > 3.4028234663852886e38:  # targets are float32 tensors
+            raise DataError(f"{self.field}: regression target {cell!r} is beyond float32's range (±3.4e38)")
         return value
 
     def fit(self, values: Sequence[Mapping[str, Any]]) -> None:
-        ys = [self._value(row[self.field]) for row in values]
+        ys = []
+        for number, row in enumerate(values, start=1):
+            try:
+                ys.append(self._value(row[self.field]))
+            except DataError as exc:
+                raise DataError(f"training row {number}: {exc}") from None
         if not ys:
             raise DataError(f"{self.field}: the training split has no targets")
         if self.standardize:

@@ -16,34 +16,43 @@ from mmkit_tabular.modality import value_is_absent
 UNKNOWN, MISSING = 0, 1  # reserved categorical indices
 
 
+F32_MAX = 3.4028234663852886e38  # values are float32 tensors in the model
+
+
 def parse_number(value: Any) -> float | None:
-    """A finite float, None for an absent value; raises ValueError when ``value`` is not a number."""
+    """A finite float32-range float, None for an absent value (NaN included); raises ValueError with
+    the reason when ``value`` is not a number, is infinite, or is beyond float32's range."""
     if value_is_absent(value):
         return None
     if isinstance(value, bool):
         return float(value)
-    if isinstance(value, (int, float)):
-        out = float(value)
-    elif isinstance(value, str):
-        out = float(value.strip())  # ValueError when not a number
-    else:
-        try:
-            out = float(value)  # numpy scalars
-        except (TypeError, ValueError):
-            raise ValueError(f"not a number: {value!r}") from None
+    try:
+        out = float(value.strip() if isinstance(value, str) else value)  # numpy scalars too
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number") from None
+    except OverflowError:  # a huge JSON integer
+        raise ValueError(f"{value!r} is beyond float32's range (±3.4e38)") from None
     if math.isnan(out):
         return None
     if math.isinf(out):
-        raise ValueError(f"not a finite number: {value!r}")
+        raise ValueError(f"{value!r} is not a finite number")
+    if abs(out) > F32_MAX:
+        raise ValueError(f"{value!r} is beyond float32's range (±3.4e38)")
     return out
 
 
-def _is_number(value: Any) -> bool:
-    try:
-        parse_number(value)
+def _looks_numeric(value: Any) -> bool:
+    """Parses as a float at all (inf and huge values included): such a column is numeric, and its
+    bad values are errors rather than a reason to make the column categorical."""
+    if value_is_absent(value) or isinstance(value, bool):
         return True
-    except ValueError:
+    try:
+        float(value.strip() if isinstance(value, str) else value)
+        return True
+    except (TypeError, ValueError):
         return False
+    except OverflowError:
+        return True
 
 
 def _category(value: Any) -> str:
@@ -102,12 +111,12 @@ class TabularMLPEncoder(Encoder):
         categorical = list(self.categorical_arg or [])
         for col in (c for c in seen if c not in given):
             column_values = [r.get(col) for r in rows]
-            if self.numeric_arg is None and all(_is_number(v) for v in column_values):
+            if self.numeric_arg is None and all(_looks_numeric(v) for v in column_values):
                 numeric.append(col)
             elif self.categorical_arg is None:
                 categorical.append(col)
             elif self.numeric_arg is None:
-                bad = next(v for v in column_values if not _is_number(v))
+                bad = next(v for v in column_values if not _looks_numeric(v))
                 raise DataError(f"tabular column {col!r} has a non-numeric value {bad!r}; list it under categorical")
         if not numeric and not categorical:
             raise DataError("tabular-mlp: the training data has no tabular columns")
@@ -174,8 +183,8 @@ class TabularMLPEncoder(Encoder):
     def _number(value: Any, column: str) -> float | None:
         try:
             return parse_number(value)
-        except ValueError:
-            raise DataError(f"tabular column {column!r}: {value!r} is not a number (the column is numeric)") from None
+        except ValueError as exc:
+            raise DataError(f"tabular column {column!r}: {exc} (the column is numeric)") from None
 
     def preprocess(self, raw: Any, train: bool = False) -> dict[str, Tensor]:
         """A row dict -> numeric values with a missing flag, and categorical indices."""

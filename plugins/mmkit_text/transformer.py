@@ -49,7 +49,11 @@ class TextTransformerEncoder(Encoder):
         self.max_length = max_length
         self.embed = nn.Embedding(self.tokenizer.vocab_size, dim, padding_idx=self.tokenizer.pad_id)
         self.pos = nn.Parameter(torch.randn(max_length, dim) * 0.02)
-        nn.init.normal_(self.embed.weight, std=0.02)
+        # Word embeddings N(0, 1) (PyTorch's default), positions N(0, 0.02): a token's identity must
+        # dominate its position. With both at 0.02 the shapes claim task stalls at the 0.85 plateau
+        # (colour and shape present, not bound to one object); with N(0, 1) it reaches 0.99 in the
+        # same 500 steps (measured on the quickstart recipe).
+        nn.init.normal_(self.embed.weight, std=1.0)
         with torch.no_grad():
             self.embed.weight[self.tokenizer.pad_id].zero_()
         self.drop = nn.Dropout(dropout)

@@ -41,6 +41,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owned: bool = False  # mmkit created the process group (and so tears it down)
 
     @property
     def main(self) -> bool:
@@ -58,9 +59,10 @@ def init_distributed(device_kind: str) -> Dist:
         return Dist()
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
 
 
 def choose_device(setting: str, local_rank: int = 0) -> torch.device:
@@ -531,8 +533,7 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
     samples_seen = 0
     train_time = 0.0
     if resume_from is not None:
-        model_state_ok = ckpt.load_weights(model, resume_from / ckpt.WEIGHTS)
-        del model_state_ok
+        ckpt.load_weights(model, resume_from / ckpt.WEIGHTS)
         ts = ckpt.read_training_state(resume_from)
         if ts is not None:
             optimizer.load_state_dict(ts["optimizer"])
@@ -597,7 +598,7 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
             bad_evals += 1
         return values
 
-    progress = _progress(total_steps, step, dist.main and not quiet_flag(say) and _is_tty())
+    progress = _progress(total_steps, step, say.on and _is_tty())
     interrupted = False
     stopped_early = False
     window_loss, window_n, window_t, window_samples = 0.0, 0, time.perf_counter(), 0
@@ -731,15 +732,13 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
     return RunResult(run_dir, summary, renamed)
 
 
-def quiet_flag(say: _Printer) -> bool:
-    return not say.on
-
-
 def _finish_dist(dist: Dist) -> None:
     if dist.enabled:
         import torch.distributed as tdist
 
-        tdist.barrier()
+        tdist.barrier()  # every rank is done before any tears the group down
+        if dist.owned:
+            tdist.destroy_process_group()
 
 
 def _tensorboard(run_dir: Path, enabled: bool, dist: Dist, say: _Printer) -> Any:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 import mmkit
+from mmkit.recipe import apply_overrides, dump_toml
 
 
 @pytest.fixture
@@ -67,5 +69,60 @@ def write_plugin(write_module) -> Callable[..., str]:
             lines += [f"    register({n!r}, {t!r}, summary={f'{n} from {name}'!r})" for n, t in entries.items()]
             lines.append("")
         return write_module(name, "\n".join(lines) + "\n" + textwrap.dedent(extra))
+
+    return write
+
+
+# The tiny training recipe the engine, sweep, predictor, ablation and reliability tests share: timm
+# test_resnet at 32 px + text-transformer dim 16 + a dim-16 fusion + classification, a few steps on
+# the `shapes` dataset. Each test file states its variation as `--set`-style overrides.
+TINY_RECIPE = """
+[run]
+name = "tiny"
+seed = 3
+
+[data]
+dataset = "shapes"
+options = { n_train = 32, n_val = 16, n_test = 8, image_size = 32 }
+
+[model.encoders.image]
+type = "timm"
+model = "test_resnet"
+
+[model.encoders.text]
+type = "text-transformer"
+dim = 16
+layers = 1
+heads = 2
+
+[model.fusion]
+type = "transformer"
+dim = 16
+layers = 1
+heads = 2
+
+[model.head]
+type = "classification"
+
+[train]
+max_steps = 4
+batch_size = 8
+lr = 1e-3
+"""
+
+
+@pytest.fixture(scope="session")
+def write_tiny_recipe() -> Callable[..., Path]:
+    """Write ``TINY_RECIPE`` to ``path`` with ``overrides`` applied, as ``load_recipe``/``--set`` would.
+
+    ``run.output_dir`` is ``path.parent / "runs"``. Overrides use the ``a.b.c=value`` syntax; a whole
+    table replaces the template's (``'model.fusion={ type = "concat", dim = 16 }'``). Returns ``path``.
+    """
+
+    def write(path: Path, *overrides: str) -> Path:
+        doc = tomllib.loads(TINY_RECIPE)
+        doc["run"]["output_dir"] = (path.parent / "runs").as_posix()
+        path.write_text(dump_toml(apply_overrides(doc, overrides)), encoding="utf-8")
+        return path
 
     return write

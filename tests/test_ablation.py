@@ -30,46 +30,16 @@ def _one_thread():
     yield
     torch.set_num_threads(old)
 
-TINY = """
-[run]
-name = "abl"
-output_dir = "{out}"
-seed = 1
 
-[data]
-dataset = "shapes"
-options = {{ n_train = 32, n_val = 24, n_test = 8, image_size = 32 }}
-
-[model.encoders.image]
-type = "timm"
-model = "test_resnet"
-
-[model.encoders.text]
-type = "text-transformer"
-dim = 16
-layers = 1
-heads = 2
-
-[model.fusion]
-type = "attention"
-dim = 16
-
-[model.head]
-type = "classification"
-
-[train]
-max_steps = 4
-batch_size = 8
-lr = 1e-3
-"""
+ATTENTION = 'model.fusion={ type = "attention", dim = 16 }'  # the tiny recipe, with attention fusion
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):
+def tiny(tmp_path_factory: pytest.TempPathFactory, write_tiny_recipe):
     """(recipe, fitted untrained model, plan) of the tiny attention-fusion classifier."""
     root = tmp_path_factory.mktemp("ablation")
-    path = root / "tiny.toml"
-    path.write_text(TINY.format(out=(root / "runs").as_posix()), encoding="utf-8")
+    path = write_tiny_recipe(root / "tiny.toml", "run.name=abl", "run.seed=1", "data.options.n_val=24",
+                             ATTENTION)
     recipe = load_recipe(path)
     registry = get_registry()
     torch.manual_seed(0)
@@ -166,7 +136,7 @@ def test_ablate_a_run_directory_and_the_cli(tiny):
     assert missing.exit_code != 0 and "nope" in str(missing.exception)
 
 
-def test_eval_ablate_cli_reports_each_modality(tmp_path):
+def test_eval_ablate_cli_reports_each_modality(tmp_path, write_tiny_recipe):
     """`mmkit eval MODEL --data DATASET --ablate` runs the same ablation from a saved model."""
     import json as _json
 
@@ -176,31 +146,9 @@ def test_eval_ablate_cli_reports_each_modality(tmp_path):
     from mmkit.engine import train
     from mmkit.recipe import load_recipe
 
-    recipe = tmp_path / "tiny.toml"
-    recipe.write_text(f'''
-[run]
-name = "abl"
-output_dir = "{(tmp_path / 'runs').as_posix()}"
-[data]
-dataset = "shapes"
-options = {{ n_train = 32, n_val = 16, n_test = 16, image_size = 32 }}
-[model.encoders.image]
-type = "timm"
-model = "test_resnet"
-[model.encoders.text]
-type = "text-transformer"
-dim = 16
-layers = 1
-heads = 2
-[model.fusion]
-type = "attention"
-dim = 16
-[model.head]
-type = "classification"
-[train]
-max_steps = 2
-batch_size = 8
-''', encoding="utf-8")
+    # seed 0 and lr 3e-4: the recipe defaults this run has always used
+    recipe = write_tiny_recipe(tmp_path / "tiny.toml", "run.name=abl", "run.seed=0", "data.options.n_test=16",
+                               ATTENTION, "train.max_steps=2", "train.lr=3e-4")
     run = train(load_recipe(recipe), quiet=True).run_dir
     result = CliRunner().invoke(cli, ["eval", str(run), "--data", "shapes", "--split", "test", "--ablate", "--json"])
     assert result.exit_code == 0, result.output

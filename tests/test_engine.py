@@ -19,48 +19,11 @@ from mmkit.engine import lr_factor, train
 from mmkit.errors import RecipeError
 from mmkit.recipe import build_recipe, load_recipe
 
-TINY = """
-[run]
-name = "tiny"
-output_dir = "{out}"
-seed = 3
-
-[data]
-dataset = "shapes"
-options = {{ n_train = 48, n_val = 20, n_test = 12, image_size = 32 }}
-
-[model.encoders.image]
-type = "timm"
-model = "test_resnet"
-
-[model.encoders.text]
-type = "text-transformer"
-dim = 16
-layers = 1
-heads = 2
-
-[model.fusion]
-type = "transformer"
-dim = 16
-layers = 1
-heads = 2
-
-[model.head]
-type = "classification"
-
-[train]
-max_steps = 8
-batch_size = 8
-lr = 1e-3
-checkpoint_every = 2
-"""
-
 
 @pytest.fixture
-def tiny_recipe(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY.format(out=(tmp_path / "runs").as_posix()), encoding="utf-8")
-    return path
+def tiny_recipe(tmp_path: Path, write_tiny_recipe) -> Path:
+    return write_tiny_recipe(tmp_path / "tiny.toml", "data.options.n_train=48", "data.options.n_val=20",
+                             "data.options.n_test=12", "train.max_steps=8", "train.checkpoint_every=2")
 
 
 def _weights(run_dir: Path, name: str = "last") -> dict[str, torch.Tensor]:

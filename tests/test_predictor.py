@@ -23,41 +23,6 @@ from mmkit.predictor import Predictor, iter_records, load
 
 torch.set_num_threads(2)
 
-TINY = """
-[run]
-name = "tiny"
-output_dir = "{out}"
-seed = 5
-
-[data]
-dataset = "shapes"
-options = {{ n_train = 32, n_val = 16, n_test = 8, image_size = 32 }}
-
-[model.encoders.image]
-type = "timm"
-model = "test_resnet"
-
-[model.encoders.text]
-type = "text-transformer"
-dim = 16
-layers = 1
-heads = 2
-
-[model.fusion]
-type = "transformer"
-dim = 16
-layers = 1
-heads = 2
-
-[model.head]
-type = "classification"
-
-[train]
-max_steps = 4
-batch_size = 8
-lr = 3e-3
-"""
-
 # The subprocess runs the CLI with the model commands added (mmkit.cli may already have them).
 CLI = ("import sys; from mmkit.cli import cli; from mmkit.cli_models import COMMANDS\n"
        "for c in COMMANDS:\n    cli.commands.setdefault(c.name, c)\n"
@@ -87,13 +52,12 @@ def write_manifest(folder: Path, n: int = 12, seed: int = 11) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def trained(tmp_path_factory: pytest.TempPathFactory, write_tiny_recipe) -> dict:
     from mmkit.engine import train
     from mmkit.recipe import load_recipe
 
     root = tmp_path_factory.mktemp("pred")
-    recipe = root / "tiny.toml"
-    recipe.write_text(TINY.format(out=(root / "runs").as_posix()))
+    recipe = write_tiny_recipe(root / "tiny.toml", "run.seed=5", "train.lr=3e-3")
     result = train(load_recipe(recipe), quiet=True)
     registry = root / "registry"
     card = models.register(result.run_dir, "tiny", registry=registry)

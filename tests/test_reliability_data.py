@@ -17,7 +17,7 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -28,39 +28,6 @@ from mmkit.errors import DataError
 from mmkit.recipe import load_recipe
 
 torch.set_num_threads(2)
-
-IMAGE_RECIPE = """
-[run]
-name = "data"
-output_dir = "{out}"
-seed = 1
-
-[data]
-train = "{train}"
-{val}
-{extra}
-
-[model.encoders.image]
-type = "timm"
-model = "test_resnet"
-
-[model.encoders.text]
-type = "text-transformer"
-dim = 16
-layers = 1
-heads = 2
-
-[model.fusion]
-type = "concat"
-dim = 16
-
-[model.head]
-type = "classification"
-
-[train]
-max_steps = 1
-batch_size = 16  # one step = the whole training split: every row is loaded
-"""
 
 TABULAR_RECIPE = """
 [run]
@@ -139,17 +106,26 @@ def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def _image_run(tmp_path: Path, train_rows: list[dict[str, Any]], val_rows: list[dict[str, Any]] | None,
-               extra: str = "", overrides: tuple[str, ...] = ()) -> Any:
-    _jsonl(tmp_path / "train.jsonl", train_rows)
-    val = ""
-    if val_rows is not None:
-        _jsonl(tmp_path / "val.jsonl", val_rows)
-        val = 'val = "val.jsonl"'
-    recipe = tmp_path / "recipe.toml"
-    recipe.write_text(IMAGE_RECIPE.format(out=(tmp_path / "runs").as_posix(), train="train.jsonl", val=val,
-                                          extra=extra), encoding="utf-8")
-    return train(load_recipe(recipe, overrides), quiet=True)
+ImageRun = Callable[..., Any]  # (train_rows, val_rows or None, *overrides) -> the training result
+
+
+@pytest.fixture
+def image_run(tmp_path: Path, write_tiny_recipe) -> ImageRun:
+    """Train the tiny image + text recipe (concat fusion) on ``train.jsonl`` (+ ``val.jsonl``) in tmp_path."""
+
+    def run(train_rows: list[dict[str, Any]], val_rows: list[dict[str, Any]] | None, *overrides: str) -> Any:
+        _jsonl(tmp_path / "train.jsonl", train_rows)
+        if val_rows is not None:
+            _jsonl(tmp_path / "val.jsonl", val_rows)
+            overrides = ('data.val="val.jsonl"', *overrides)
+        recipe = write_tiny_recipe(
+            tmp_path / "recipe.toml", "run.name=data", "run.seed=1", 'data={ train = "train.jsonl" }',
+            'model.fusion={ type = "concat", dim = 16 }',
+            "train={ max_steps = 1, batch_size = 16 }",  # one step = the whole training split: every row is loaded
+            *overrides)
+        return train(load_recipe(recipe), quiet=True)
+
+    return run
 
 
 def _tab_run(tmp_path: Path, train_text: str | bytes, val_text: str | bytes, ext: str = "csv",
@@ -182,38 +158,38 @@ def _strict_json(text: str) -> Any:
     ("text.png", "cannot identify image file"),
 ])
 def test_unreadable_image_in_training_names_file_row_and_column(tmp_path: Path, images: dict[str, Path],
-                                                                bad: str, cause: str) -> None:
+                                                                image_run: ImageRun, bad: str, cause: str) -> None:
     rows = _rows(images, 16)
     rows[5]["image"] = str(images[bad])
     with pytest.raises(DataError) as err:
-        _image_run(tmp_path, rows, None)
+        image_run(rows, None)
     message = str(err.value)
     assert re.search(r"train\.jsonl \(train\) row 6 column image: cannot read image .*" + re.escape(bad), message)
     assert cause in message
     assert not list((tmp_path / "runs").glob("*/checkpoints/last")), "no checkpoint of a run that never trained"
 
 
-def test_unreadable_image_in_val_names_row_and_column(tmp_path: Path, images: dict[str, Path]) -> None:
+def test_unreadable_image_in_val_names_row_and_column(image_run: ImageRun, images: dict[str, Path]) -> None:
     val = _rows(images, 6, start=16)
     val[2]["image"] = str(images["zero.png"])
     with pytest.raises(DataError, match=r"\(val\) row 3 column image: cannot read image .*zero\.png"):
-        _image_run(tmp_path, _rows(images, 16), val)
+        image_run(_rows(images, 16), val)
 
 
-def test_unreadable_image_in_val_names_the_val_file(tmp_path: Path, images: dict[str, Path]) -> None:
+def test_unreadable_image_in_val_names_the_val_file(image_run: ImageRun, images: dict[str, Path]) -> None:
     val = _rows(images, 6, start=16)
     val[2]["image"] = str(images["zero.png"])
     with pytest.raises(DataError) as err:
-        _image_run(tmp_path, _rows(images, 16), val)
+        image_run(_rows(images, 16), val)
     assert re.search(r"val\.jsonl\b.* row 3 column image", str(err.value)), str(err.value)
     assert "train.jsonl" not in str(err.value)
 
 
-def test_decompression_bomb_header_is_refused_without_decoding(tmp_path: Path, images: dict[str, Path]) -> None:
+def test_decompression_bomb_header_is_refused_without_decoding(image_run: ImageRun, images: dict[str, Path]) -> None:
     rows = _rows(images, 16)
     rows[5]["image"] = str(images["bomb.png"])
     with pytest.raises(DataError, match=r"row 6 column image: .*DecompressionBombError.*exceeds limit"):
-        _image_run(tmp_path, rows, None)
+        image_run(rows, None)
 
 
 def test_decompression_bomb_cannot_exhaust_memory(images: dict[str, Path]) -> None:
@@ -236,7 +212,8 @@ except DataError as exc:
     assert "DataError: m.csv row 4 column path: DecompressionBombError" in done.stdout
 
 
-def test_wrong_mode_images_are_converted_to_rgb_and_train(tmp_path: Path, images: dict[str, Path]) -> None:
+def test_wrong_mode_images_are_converted_to_rgb_and_train(tmp_path: Path, images: dict[str, Path],
+                                                          image_run: ImageRun) -> None:
     """Documented behaviour: CMYK, 16-bit, palette, alpha and 1-bit images become RGB (alpha over white)."""
     from mmkit.engine import assemble, load_splits, make_fields, plan_data
     from mmkit.data import MultimodalDataset
@@ -246,7 +223,7 @@ def test_wrong_mode_images_are_converted_to_rgb_and_train(tmp_path: Path, images
     rows = _rows(images, 16)
     for i, name in enumerate(odd):
         rows[2 * i]["image"] = str(images[name])
-    result = _image_run(tmp_path, rows, _rows(images, 4, start=16))
+    result = image_run(rows, _rows(images, 4, start=16))
     assert result.summary["steps"] == 1 and math.isfinite(result.summary["final"]["val"]["loss"])
     recipe = load_recipe(tmp_path / "recipe.toml")
     registry = get_registry()
@@ -321,12 +298,12 @@ def test_number_beyond_float32_in_training_is_caught_within_one_step(tmp_path: P
 
 
 # ------------------------------------------------------------------------------------- targets
-def test_label_unseen_in_training_names_row_and_known_labels(tmp_path: Path, images: dict[str, Path]) -> None:
+def test_label_unseen_in_training_names_row_and_known_labels(image_run: ImageRun, images: dict[str, Path]) -> None:
     val = _rows(images, 4, start=16)
     val[2]["label"] = "zzz"
     with pytest.raises(DataError, match=r"\(val\) row 3: label: label 'zzz' was not seen in training; "
                                         r"known labels: 'a', 'b'"):
-        _image_run(tmp_path, _rows(images, 16), val)
+        image_run(_rows(images, 16), val)
 
 
 @pytest.mark.parametrize("head, bad_row", [("classification", "3,1.5,\n"), ("regression", "3,1.5,inf\n"),
@@ -357,15 +334,15 @@ def test_empty_val_manifest_names_the_file(tmp_path: Path) -> None:
         _tab_run(tmp_path, HEADER + ROWS, HEADER)
 
 
-def test_split_column_with_no_training_rows(tmp_path: Path, images: dict[str, Path]) -> None:
+def test_split_column_with_no_training_rows(image_run: ImageRun, images: dict[str, Path]) -> None:
     rows = [{**r, "split": "val"} for r in _rows(images, 8)]
     with pytest.raises(DataError, match=r"train\.jsonl: the training split is empty"):
-        _image_run(tmp_path, rows, None, extra='split_column = "split"')
+        image_run(rows, None, 'data.split_column="split"')
 
 
-def test_split_column_with_no_val_rows_trains_without_evaluation(tmp_path: Path, images: dict[str, Path]) -> None:
+def test_split_column_with_no_val_rows_trains_without_evaluation(image_run: ImageRun, images: dict[str, Path]) -> None:
     """Documented behaviour: no val rows -> no evaluation, no best checkpoint, final metrics omit val."""
     rows = [{**r, "split": "train"} for r in _rows(images, 16)]
-    result = _image_run(tmp_path, rows, None, extra='split_column = "split"')
+    result = image_run(rows, None, 'data.split_column="split"')
     assert result.summary["steps"] == 1 and "val" not in result.summary["final"] and result.summary["best"] == {}
     assert (result.run_dir / "checkpoints" / "last").is_dir() and not (result.run_dir / "checkpoints" / "best").exists()

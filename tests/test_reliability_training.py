@@ -36,46 +36,11 @@ from mmkit.rundir import RunDirError, RunLock, prepare_run_dir
 
 torch.set_num_threads(2)
 
-TINY = """
-[run]
-name = "tiny"
-output_dir = "{out}"
-seed = 3
-
-[data]
-dataset = "shapes"
-options = {{ n_train = 48, n_val = 16, n_test = 0, image_size = 32 }}
-
-[model.encoders.image]
-type = "timm"
-model = "test_resnet"
-
-[model.encoders.text]
-type = "text-transformer"
-dim = 16
-layers = 1
-heads = 2
-
-[model.fusion]
-type = "concat"
-dim = 16
-
-[model.head]
-type = "classification"
-
-[train]
-max_steps = 4
-batch_size = 8
-lr = 1e-3
-checkpoint_every = 1
-"""
-
 
 @pytest.fixture
-def tiny(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY.format(out=(tmp_path / "runs").as_posix()), encoding="utf-8")
-    return path
+def tiny(tmp_path: Path, write_tiny_recipe) -> Path:
+    return write_tiny_recipe(tmp_path / "tiny.toml", "data.options.n_train=48", "data.options.n_test=0",
+                             'model.fusion={ type = "concat", dim = 16 }', "train.checkpoint_every=1")
 
 
 def _strict_json(text: str) -> Any:

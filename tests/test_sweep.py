@@ -29,48 +29,10 @@ def _one_thread():
     yield
     torch.set_num_threads(old)
 
-TINY = """
-[run]
-name = "tiny"
-output_dir = "{out}"
-seed = 3
-
-[data]
-dataset = "shapes"
-options = {{ n_train = 32, n_val = 16, n_test = 8, image_size = 32 }}
-
-[model.encoders.image]
-type = "timm"
-model = "test_resnet"
-
-[model.encoders.text]
-type = "text-transformer"
-dim = 16
-layers = 1
-heads = 2
-
-[model.fusion]
-type = "transformer"
-dim = 16
-layers = 1
-heads = 2
-
-[model.head]
-type = "classification"
-
-[train]
-max_steps = 3
-batch_size = 8
-lr = 1e-3
-log_every = 1
-"""
-
 
 @pytest.fixture
-def tiny_recipe(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY.format(out=(tmp_path / "runs").as_posix()), encoding="utf-8")
-    return path
+def tiny_recipe(tmp_path: Path, write_tiny_recipe) -> Path:
+    return write_tiny_recipe(tmp_path / "tiny.toml", "train.max_steps=3", "train.log_every=1")
 
 
 def invoke(*args: str):

@@ -577,11 +577,14 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
                           "scaler": scaler.state_dict() if scaler is not None else {}}
         ckpt.save_checkpoint(ckpt_dir, name, model, state, training_state)
 
+    last_eval: dict[str, Any] = {}
+
     def run_eval() -> dict[str, float] | None:
         nonlocal best, bad_evals
         if val_l is None:
             return None
         values = evaluate(net, val_l[0], device, amp_dtype, dist)
+        last_eval.update(step=step, values=values)
         log({"step": step, "epoch": epoch, "split": "val", "metrics": values})
         say(f"[step {step}/{total_steps} epoch {epoch}] val " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
         if monitor not in values:
@@ -702,7 +705,8 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
     save("last")
     final: dict[str, Any] = {}
     if val_l is not None:
-        final["val"] = evaluate(net, val_l[0], device, amp_dtype, dist)
+        # a run that stops mid-epoch (max_steps) is evaluated once more, so "best" covers its end too
+        final["val"] = last_eval["values"] if last_eval.get("step") == step else run_eval()
     if test_l is not None:
         final["test"] = evaluate(net, test_l[0], device, amp_dtype, dist)
     summary = {

@@ -606,6 +606,7 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
     stopped_early = False
     window_loss, window_n, window_t, window_samples = 0.0, 0, time.perf_counter(), 0
     window_aux: dict[str, float] = {}
+    epoch_time = 0.0
     net.train()
     try:
         with progress:
@@ -671,6 +672,7 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
                     evaluated = False
                     if t["eval_every"] and step % t["eval_every"] == 0:
                         train_time += time.perf_counter() - t_epoch
+                        epoch_time += time.perf_counter() - t_epoch
                         run_eval()
                         save("last")
                         evaluated = True
@@ -685,7 +687,12 @@ def _train_in(recipe: Recipe, registry: Registry, run_dir: Path, renamed: bool, 
                     if step >= total_steps or stopped_early:
                         break
                 train_time += time.perf_counter() - t_epoch
+                epoch_time += time.perf_counter() - t_epoch
                 if micro_in_epoch >= micro_per_epoch:
+                    # training seconds of the epoch (evaluation excluded), e.g. to see the frozen-encoder cache pay off
+                    log({"step": step, "epoch": epoch, "split": "epoch", "metrics": {
+                        "seconds": epoch_time, "samples_per_s": len(train_sampler) * dist.world / max(epoch_time, 1e-9)}})
+                    epoch_time = 0.0
                     epoch += 1
                     micro_in_epoch = 0
                     if not t["eval_every"]:

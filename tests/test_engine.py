@@ -45,6 +45,8 @@ def test_run_writes_the_run_directory(tiny_recipe: Path) -> None:
     assert summary["samples_per_s"] > 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["split"] for r in records} >= {"val", "final"}
+    epochs = [r for r in records if r["split"] == "epoch"]  # 8 steps of 6 per epoch: one whole epoch
+    assert len(epochs) == 1 and epochs[0]["epoch"] == 0 and epochs[0]["metrics"]["seconds"] > 0
     # every default is filled in the resolved recipe
     resolved = load_recipe(run / "recipe.resolved.toml")
     assert resolved.train["weight_decay"] == 0.01

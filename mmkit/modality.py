@@ -39,3 +39,20 @@ class Modality:
         the value cannot be read.
         """
         return value
+
+    def resolve_path(self, value: Any, base_dir: Path | None = None) -> Path:
+        """A file cell as an existing path: ``~`` expanded, relative paths resolved against
+        ``base_dir`` (the manifest's folder). A missing file is a :class:`DataError` naming the
+        resolved path (it is an error, not absence)."""
+        import os
+
+        from mmkit.errors import DataError
+
+        path = Path(os.path.expanduser(os.fspath(value).strip()))
+        relative = base_dir is not None and not path.is_absolute()
+        if relative:
+            path = Path(base_dir) / path
+        if not path.is_file():
+            where = f" (resolved against {base_dir})" if relative else ""
+            raise DataError(f"{self.name} file not found: {path}{where}")
+        return path

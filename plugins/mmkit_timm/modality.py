@@ -84,12 +84,6 @@ class ImageModality(Modality):
         if isinstance(value, (bytes, bytearray, memoryview)):
             return open_image(io.BytesIO(bytes(value)), "(image bytes in the cell)")
         if isinstance(value, (str, os.PathLike)):
-            path = Path(os.path.expanduser(str(value).strip()))
-            if not path.is_absolute() and base_dir is not None:
-                path = Path(base_dir) / path
-            if not path.is_file():
-                relative = base_dir is not None and not Path(value).is_absolute()
-                where = f" (resolved against {base_dir})" if relative else ""
-                raise DataError(f"image file not found: {path}{where}")
+            path = self.resolve_path(value, base_dir)
             return open_image(path, str(path))
         raise DataError(f"an image cell must be a file path or a PIL image, got {type(value).__name__}")

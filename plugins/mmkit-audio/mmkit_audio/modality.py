@@ -143,13 +143,7 @@ class AudioModality(Modality):
         if isinstance(value, (bytes, bytearray, memoryview)):
             return read_wav(io.BytesIO(bytes(value)), "(WAV bytes in the cell)")
         if isinstance(value, (str, os.PathLike)):
-            path = Path(os.path.expanduser(os.fspath(value).strip()))
-            if not path.is_absolute() and base_dir is not None:
-                path = Path(base_dir) / path
-            if not path.is_file():
-                relative = base_dir is not None and not Path(value).is_absolute()
-                where = f" (resolved against {base_dir})" if relative else ""
-                raise DataError(f"audio file not found: {path}{where}")
+            path = self.resolve_path(value, base_dir)
             return read_wav(path, str(path))
         if isinstance(value, (list, tuple, np.ndarray)) or hasattr(value, "detach"):
             return _checked(AudioClip(to_mono_array(value), DEFAULT_SAMPLE_RATE), "(array in the cell)")

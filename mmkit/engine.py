@@ -138,8 +138,8 @@ def plan_data(recipe: Recipe, splits: DataSplits) -> DataPlan:
 class FitData:
     """Lazy training-split values handed to ``fit`` (an encoder that ignores them loads nothing)."""
 
-    def __init__(self, plan: DataPlan, registry: Registry, recipe: Recipe) -> None:
-        self.plan, self.registry, self.recipe = plan, registry, recipe
+    def __init__(self, plan: DataPlan, registry: Registry) -> None:
+        self.plan, self.registry = plan, registry
 
     def values(self, name: str, encoder: Any) -> Sequence[Any]:
         fld = make_field(name, self.plan.field_columns[name], encoder, self.registry)
@@ -175,7 +175,7 @@ def assemble(recipe: Recipe, registry: Registry, plan: DataPlan | None = None,
         if rows:
             check_columns(rows, {**plan.field_columns, **plan.target_columns}, plan.source(split))
     if fit_state is None:
-        fit = FitData(plan, registry, recipe)
+        fit = FitData(plan, registry)
         src = plan.source("train")
         for name, enc in model.encoders.items():
             cols = plan.field_columns[name]

@@ -475,14 +475,16 @@ def presence_patterns(modalities: Sequence[str], batch: int, seed: int = 0) -> d
     return {m: pres[:, i] for i, m in enumerate(modalities)}
 
 
-def _perturb_hidden(embs: Mapping[str, Embedding], seed: int = 1) -> dict[str, Embedding]:
+def perturb_hidden(embs: Mapping[str, Embedding], seed: int = 1, scale: float = 50.0) -> dict[str, Embedding]:
+    """Replace absent rows and padded tokens with large random values (``scale`` x N(0, 1)): a fusion
+    that honours its masks gives the same output for the result."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for m, e in embs.items():
-        pooled = torch.where(e.present[:, None], e.pooled, torch.randn(e.pooled.shape, generator=g) * 50)
+        pooled = torch.where(e.present[:, None], e.pooled, torch.randn(e.pooled.shape, generator=g) * scale)
         tokens = e.tokens
         if tokens is not None:
-            tokens = torch.where(e.token_mask[..., None], tokens, torch.randn(tokens.shape, generator=g) * 50)
+            tokens = torch.where(e.token_mask[..., None], tokens, torch.randn(tokens.shape, generator=g) * scale)
         out[m] = Embedding(pooled, e.present, tokens, e.token_mask)
     return out
 
@@ -535,7 +537,7 @@ def check_fusion(factory: Callable[[dict[str, int], dict[str, bool]], Fusion], *
         with torch.no_grad():
             out = fusion(embs)
             _check_fused(fusion, out, batch, name, embs)
-            again = fusion(_perturb_hidden(embs, seed + 1))
+            again = fusion(perturb_hidden(embs, seed + 1))
         _require(_close(out.pooled, again.pooled, atol, 1e-4),
                  f"{name}: changing absent rows or padded tokens changed the pooled output "
                  "(masks are not honoured)")

@@ -8,6 +8,7 @@ import torch
 import mmkit
 from mmkit.interfaces import Embedding
 from mmkit.testing import check_fusion, presence_patterns, random_embeddings
+from mmkit.testing import perturb_hidden as kit_perturb_hidden
 
 FUSIONS = ["concat", "attention", "cross-attention", "autoencoder", "transformer"]
 DIMS = {"image": 12, "text": 8, "tabular": 5}
@@ -44,15 +45,7 @@ def embeddings(dims=None, batch: int = 6, tokens=TOKENS, seed: int = 0) -> dict[
 
 def perturb_hidden(embs: dict[str, Embedding], seed: int = 7) -> dict[str, Embedding]:
     """Replace absent rows and padded tokens with large random values."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for m, e in embs.items():
-        pooled = torch.where(e.present[:, None], e.pooled, torch.randn(e.pooled.shape, generator=g) * 100)
-        tokens = e.tokens
-        if tokens is not None:
-            tokens = torch.where(e.token_mask[..., None], tokens, torch.randn(tokens.shape, generator=g) * 100)
-        out[m] = Embedding(pooled, e.present, tokens, e.token_mask)
-    return out
+    return kit_perturb_hidden(embs, seed, scale=100.0)
 
 
 # ------------------------------------------------------------------------------ registry / docs

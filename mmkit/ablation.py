@@ -3,85 +3,46 @@
 For every input field in turn, every row is marked absent for that field (its presence mask all
 False, so the fusion's missing-modality path runs, exactly as for data that lacks the modality) and
 the head's metrics are recomputed; the drop against the full model says what that modality
-contributes. With a fusion that exposes per-sample modality weights (``attention``), the mean weight
-each modality received is reported too.
+contributes. With a fusion that exposes per-sample modality weights, their mean is reported too:
+as *attention weights* when each row's weights sum to 1 (``attention``), else as *gate values*.
 
-``ablate`` works from a run directory (the ``best`` checkpoint by default) or from a model already
-in memory; ``mmkit ablate RUN_DIR`` prints the same numbers.
+``ablate`` works from a run directory (the ``best`` checkpoint by default), a registered model, or a
+model already in memory; ``mmkit ablate RUN_DIR`` prints the same numbers, naming the model and the
+split it evaluated.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
-from mmkit import checkpoint as ckpt
+from mmkit.assembly import DataPlan, choose_device, load_splits, make_fields, plan_data
 from mmkit.data import Collator, EpochSampler, Field, MultimodalDataset
-from mmkit.engine import DataPlan, assemble, load_splits, make_fields, plan_data
 from mmkit.errors import MmkitError
 from mmkit.interfaces import Batch, Metrics
 from mmkit.model import MultimodalModel
-from mmkit.recipe import Recipe, load_recipe
+from mmkit.recipe import Recipe
 from mmkit.registry import Registry, get_registry
+from mmkit.trained import TrainedModel, load_trained
 
 
 class AblationError(MmkitError):
     """The ablation cannot run as asked (no checkpoint, unknown split...)."""
 
 
-@dataclass
-class LoadedRun:
-    """A trained model restored from a run directory, with its recipe and data plan."""
-
-    run_dir: Path
-    checkpoint: Path
-    recipe: Recipe
-    model: MultimodalModel
-    plan: DataPlan
-    registry: Registry
-
-
-def _with_data_base(recipe: Recipe, run_dir: Path) -> Recipe:
-    """recipe.resolved.toml keeps manifest paths as written (relative to the original recipe), but
-    loading it makes them relative to the run dir; fall back to the working directory."""
-    if recipe.data["dataset"]:
-        return recipe
-    rel = [p for p in (recipe.data[s] for s in ("train", "val", "test")) if p and not Path(p).is_absolute()]
-    if not rel or all((run_dir / p).exists() for p in rel):
-        return recipe
-    for base in (Path.cwd(), run_dir.parent, run_dir.parent.parent):
-        if all((base / p).exists() for p in rel):
-            return dataclasses.replace(recipe, base_dir=base)
-    raise AblationError(f"{run_dir}: cannot find the run's data files ({', '.join(rel)}) relative to the run "
-                        f"directory or the working directory; run from the folder the recipe was trained in")
-
-
 def load_run_model(run_dir: str | Path, checkpoint: str = "best", registry: Registry | None = None,
-                   device: str | torch.device = "cpu") -> LoadedRun:
-    """Restore ``run_dir``'s model: resolved recipe, fit state and weights of ``checkpoint``
-    (``best`` falls back to ``last`` when the run never evaluated)."""
-    run_dir = Path(run_dir)
-    registry = registry or get_registry()
-    resolved = run_dir / "recipe.resolved.toml"
-    if not resolved.is_file():
-        raise AblationError(f"{run_dir}: not a run directory (no recipe.resolved.toml)")
-    folder = run_dir / "checkpoints"
-    found = ckpt.find_checkpoint(folder, checkpoint) if folder.is_dir() else None
-    if found is None and checkpoint == "best" and folder.is_dir():
-        found = ckpt.find_checkpoint(folder, "last")
-    if found is None:
-        raise AblationError(f"{run_dir}: no {checkpoint!r} checkpoint in {folder}")
-    recipe = _with_data_base(load_recipe(resolved, registry=registry), run_dir)
-    state = ckpt.read_state(found)
-    plan = plan_data(recipe, load_splits(recipe, registry))
-    model = assemble(recipe, registry, plan, fit_state=state["fit_state"])
-    ckpt.load_weights(model, found / ckpt.WEIGHTS)
-    model.to(device).eval()
-    return LoadedRun(run_dir, found, recipe, model, plan, registry)
+                   device: str | torch.device = "cpu") -> TrainedModel:
+    """Restore a trained model (``best`` falls back to ``last`` when the run never evaluated), in
+    eval mode; a thin name for :func:`mmkit.trained.load_trained`."""
+    try:
+        trained = load_trained(run_dir, checkpoint=checkpoint, registry=registry, device=device)
+    except LookupError as exc:  # ModelNotFoundError: no such run or no checkpoint yet
+        raise AblationError(str(exc)) from None
+    trained.model.eval()
+    return trained
 
 
 def without(batch: Batch, name: str) -> Batch:
@@ -94,13 +55,15 @@ def without(batch: Batch, name: str) -> Batch:
 
 
 class _Weights:
-    """Mean fusion weight per modality over the rows where any modality is present (each such row's
-    weights sum to 1), and over the rows where that modality is present."""
+    """Mean fusion weight per modality over the rows where any modality is present, and over the
+    rows where that modality is present; whether every such row's weights sum to 1 (attention
+    weights) or not (gate values)."""
 
     def __init__(self) -> None:
         self.names: list[str] | None = None
         self.total: torch.Tensor | None = None
         self.rows = 0
+        self.max_off_one = 0.0  # largest |sum of a row's weights - 1|
         self.when_present: torch.Tensor | None = None
         self.present_rows: torch.Tensor | None = None
 
@@ -114,6 +77,8 @@ class _Weights:
             self.when_present = torch.zeros(len(names))
             self.present_rows = torch.zeros(len(names))
         rows = pres.any(dim=1)
+        if rows.any():
+            self.max_off_one = max(self.max_off_one, float((w[rows].sum(dim=1) - 1).abs().max()))
         self.total += w[rows].sum(dim=0)
         self.rows += int(rows.sum())
         self.when_present += (w * pres).sum(dim=0)
@@ -126,7 +91,8 @@ class _Weights:
         mean = {n: float(v) for n, v in zip(self.names, self.total / self.rows)}
         present = {n: float(self.when_present[i] / self.present_rows[i]) if self.present_rows[i] > 0 else None
                    for i, n in enumerate(self.names)}
-        return {"mean": mean, "when_present": present, "rows": self.rows}
+        kind = "attention" if self.max_off_one < 1e-3 else "gate"
+        return {"kind": kind, "mean": mean, "when_present": present, "rows": self.rows}
 
 
 @torch.no_grad()
@@ -170,14 +136,10 @@ def ablate_model(model: MultimodalModel, fields: Sequence[Field], target_columns
         values = computed(name)
         ablations[name] = {"metrics": values,
                            "drop": {k: full[k] - v for k, v in values.items() if k in full}}
+    fusion_weights = weights.result()
     return {"metric": model.head.monitor, "monitor_mode": model.head.monitor_mode, "samples": len(rows),
-            "fields": names, "full": full, "ablations": ablations, "attention": weights.result()}
-
-
-def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+            "fields": names, "full": full, "ablations": ablations, "weights": fusion_weights,
+            "attention": fusion_weights if fusion_weights and fusion_weights["kind"] == "attention" else None}
 
 
 def ablate(source: str | Path | MultimodalModel | Any, split: str = "val",
@@ -187,9 +149,10 @@ def ablate(source: str | Path | MultimodalModel | Any, split: str = "val",
     """Modality ablation of a trained model.
 
     Args:
-        source: a run directory, a :class:`~mmkit.model.MultimodalModel` (then ``recipe`` is needed to
-            know its data), or any object with ``model`` and ``recipe`` attributes (a loaded predictor).
-        split: the split of the run's data to evaluate, used when ``rows`` is None.
+        source: a run directory or registered model name (anything :func:`mmkit.load` takes), a
+            :class:`~mmkit.model.MultimodalModel` (then ``recipe`` is needed to know its data), or any
+            object with ``model`` and ``recipe`` attributes (a loaded predictor).
+        split: the split of the recipe's data to evaluate, used when ``rows`` is None.
         rows: labelled rows (column -> cell) to evaluate instead of a split.
         checkpoint: ``best`` (falls back to ``last``) or ``last``, for a run directory.
         recipe: the model's recipe, when ``source`` is a model.
@@ -197,46 +160,53 @@ def ablate(source: str | Path | MultimodalModel | Any, split: str = "val",
         device: ``cpu``, ``cuda`` or ``auto``/None (cuda when available).
 
     Returns:
-        ``{"metric", "monitor_mode", "samples", "fields", "full": {metric: value},
-        "ablations": {field: {"metrics": {...}, "drop": {metric: full - ablated}}},
-        "attention": {"mean": {field: weight}, "when_present": {...}, "rows"} or None,
-        "split", "run_dir", "checkpoint"}``.
+        ``{"model", "split", "source", "metric", "monitor_mode", "samples", "fields",
+        "full": {metric: value}, "ablations": {field: {"metrics": {...}, "drop": {metric: full - ablated}}},
+        "weights": {"kind": "attention" | "gate", "mean": {field: weight}, "when_present": {...}, "rows"}
+        or None, "attention": the same when its kind is attention, else None, "run_dir", "checkpoint"}``.
     """
-    dev = _pick_device(device)
+    dev = choose_device(device)
     registry = registry or get_registry()
     run_dir = checkpoint_path = None
     if isinstance(source, (str, Path)):
         loaded = load_run_model(source, checkpoint, registry, dev)
-        model, recipe, plan = loaded.model, loaded.recipe, loaded.plan
-        run_dir, checkpoint_path = loaded.run_dir, loaded.checkpoint
+        model, recipe, plan = loaded.model, loaded.recipe, loaded.plan()
+        label = loaded.ref.label if loaded.ref.kind == "registered" else str(loaded.ref.folder)
+        if loaded.ref.kind == "run":
+            run_dir, checkpoint_path = loaded.ref.folder, loaded.checkpoint
     else:
-        if not isinstance(source, MultimodalModel) and hasattr(source, "model"):
-            recipe = recipe or getattr(source, "recipe", None)
-            source = source.model
-        if not isinstance(source, MultimodalModel):
-            raise AblationError(f"ablate: expected a run directory or a model, got {type(source).__name__}")
-        if recipe is None:
-            raise AblationError("ablate: pass recipe= with a model (it says which columns feed which field)")
-        model = source.to(dev)
+        model, recipe = _in_memory(source, recipe)
+        model = model.to(dev)
         plan = plan_data(recipe, load_splits(recipe, registry))
-        assemble_targets(model, recipe, plan)
-    if rows is None:
-        rows = plan.splits.splits.get(split) or []
-        if not rows:
-            have = ", ".join(s for s, r in plan.splits.splits.items() if r) or "none"
-            raise AblationError(f"{plan.splits.name}: split {split!r} is empty or missing (splits: {have})")
-        where = plan.source(split)
-    else:
-        split, where = "rows", "rows"
+        plan.bind_targets(model.head.fields)
+        label = f"model {recipe.run['name']!r} (in memory)"
+    rows, split, where = _rows(plan, split, rows)
     fields = make_fields(model, plan, registry)
     result = ablate_model(model, fields, plan.target_columns, rows, base_dir=plan.splits.base_dir,
                           batch_size=batch_size or int(recipe.train["batch_size"]), device=dev, source=where)
-    result.update(split=split, run_dir=str(run_dir) if run_dir else None,
+    result.update(model=label, split=split, source=where, run_dir=str(run_dir) if run_dir else None,
                   checkpoint=str(checkpoint_path) if checkpoint_path else None)
     return result
 
 
-def assemble_targets(model: MultimodalModel, recipe: Recipe, plan: DataPlan) -> None:
-    """Fill ``plan.target_columns`` for an already-built model (what ``assemble`` does when it builds one)."""
-    columns = {**plan.splits.columns, **recipe.data["columns"]}
-    plan.target_columns = {f: columns.get(f, f) for f in model.head.fields}
+def _in_memory(source: Any, recipe: Recipe | None) -> tuple[MultimodalModel, Recipe]:
+    if not isinstance(source, MultimodalModel) and hasattr(source, "model"):
+        recipe = recipe or getattr(source, "recipe", None)
+        source = source.model
+    if not isinstance(source, MultimodalModel):
+        raise AblationError(f"ablate: expected a run directory or a model, got {type(source).__name__}")
+    if recipe is None:
+        raise AblationError("ablate: pass recipe= with a model (it says which columns feed which field)")
+    return source, recipe
+
+
+def _rows(plan: DataPlan, split: str, rows: Sequence[Mapping[str, Any]] | None
+          ) -> tuple[Sequence[Mapping[str, Any]], str, str]:
+    """(rows, split label, source label): the given rows, or the split's."""
+    if rows is not None:
+        return rows, "rows", "rows"
+    found = plan.rows(split)
+    if not found:
+        have = ", ".join(s for s, r in plan.splits.splits.items() if r) or "none"
+        raise AblationError(f"{plan.splits.name}: split {split!r} is empty or missing (splits: {have})")
+    return found, split, plan.source(split)

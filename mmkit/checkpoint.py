@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from mmkit.errors import MmkitError
+from mmkit.rundir import STATE, TRAINING_STATE, WEIGHTS, checkpoint_complete
+from mmkit.rundir import find_checkpoint as _find
 
-WEIGHTS = "model.safetensors"
-TRAINING_STATE = "training_state.pt"
-STATE = "state.json"
+__all__ = ["STATE", "TRAINING_STATE", "WEIGHTS", "CheckpointError", "find_checkpoint", "load_weights",
+           "read_state", "read_training_state", "save_checkpoint", "save_weights"]
 
 
 class CheckpointError(MmkitError):
@@ -103,10 +104,6 @@ def save_checkpoint(folder: Path, name: str, model: nn.Module, state: dict[str, 
     return final
 
 
-def _complete(path: Path) -> bool:
-    return (path / STATE).is_file() and (path / WEIGHTS).is_file()
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -124,7 +121,7 @@ def _clean_stale(folder: Path, name: str) -> None:
         pid = tmp.name[len(f".tmp-{name}-"):].split("-")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
-    if _complete(folder / name):
+    if checkpoint_complete(folder / name):
         for old in folder.glob(f".old-{name}-*"):
             shutil.rmtree(old, ignore_errors=True)
 
@@ -132,12 +129,7 @@ def _clean_stale(folder: Path, name: str) -> None:
 def find_checkpoint(folder: Path, name: str) -> Path | None:
     """The complete checkpoint ``name`` in ``folder``; after a crash between the two renames of a
     save, the newest complete previous one (``.old-NAME-*``) is restored first."""
-    final = folder / name
-    if not final.exists():
-        olds = [p for p in folder.glob(f".old-{name}-*") if _complete(p)]
-        if olds:
-            os.rename(max(olds, key=lambda p: p.stat().st_mtime), final)
-    return final if _complete(final) else None
+    return _find(folder, name, recover=True)
 
 
 def read_state(checkpoint: Path) -> dict[str, Any]:

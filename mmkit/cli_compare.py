@@ -97,8 +97,8 @@ def ablate_cmd(run_dir: str, split: str, checkpoint: str, batch_size: int | None
     """Modality ablation of the model in RUN_DIR: its metrics with each input field removed in turn.
 
     Every row is marked absent for the removed field (the fusion's missing-modality path runs),
-    so the drop shows how much the model relies on it. With the attention fusion, the mean
-    attention weight each modality received is shown too.
+    so the drop shows how much the model relies on it. With a fusion that weights modalities, the
+    mean weight each received is shown too: attention weights (they sum to 1 per sample) or gates.
 
     \b
     Examples:
@@ -124,8 +124,8 @@ def print_ablation(result: dict) -> None:
     metric = result["metric"]
     names = list(result["full"])
     names.sort(key=lambda m: (m != metric, m))
-    title = (f"modality ablation: {result.get('run_dir') or 'model'} ({result['split']}, "
-             f"{result['samples']} samples)")
+    model = result.get("model") or result.get("run_dir") or "model"
+    title = f"modality ablation of {model} on {result.get('source') or result['split']} ({result['samples']} samples)"
     table = Table(box=None, header_style="bold")
     table.add_column("inputs")
     for m in names:
@@ -139,10 +139,12 @@ def print_ablation(result: dict) -> None:
     console = make_console()
     console.print(title, style="bold")
     console.print(table)
-    att = result.get("attention")
-    if att:
-        console.print("mean attention weight: " + ", ".join(f"{k} {v:.3f}" for k, v in att["mean"].items())
-                      + f" (over {att['rows']} samples)")
+    weights = result.get("weights") or result.get("attention")
+    if weights:
+        what = "mean attention weight" if weights.get("kind", "attention") == "attention" else \
+            "mean gate value (gates need not sum to 1)"
+        console.print(f"{what}: " + ", ".join(f"{k} {v:.3f}" for k, v in weights["mean"].items())
+                      + f" (over {weights['rows']} samples)")
 
 
 COMMANDS = [compare_cmd, plot_cmd, ablate_cmd]

@@ -6,9 +6,9 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
-
 
 SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -40,9 +40,11 @@ def run_cmd(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bo
     """Train the model a RECIPE (TOML) describes.
 
     \b
-    Writes <output_dir>/<name>/: recipe.resolved.toml, metrics.jsonl, summary.json and
-    checkpoints/{last,best}/ (safetensors). An existing run directory is never overwritten:
-    --resume continues it, --overwrite replaces it, otherwise a suffixed name (-2, -3…) is used.
+    Writes the run directory <output_dir>/<name>/ (the resolved recipe, a metrics log, a summary
+    and atomic safetensors checkpoints last/best; docs/training.md). An existing run directory is
+    never overwritten: --resume continues it, --overwrite replaces it, otherwise a suffixed name
+    (-2, -3…) is used. Progress goes to stderr: a bar on a terminal, else a line every
+    train.log_every steps.
 
     \b
     Examples:
@@ -72,20 +74,18 @@ def run_cmd(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bo
         _launch(recipe, overrides, resume, overwrite, quiet, as_json, nproc, nnodes, node_rank, master_addr,
                 master_port)
         return
-    from mmkit.engine import train
     from mmkit.recipe import load_recipe
+    from mmkit.trainer import train
 
     rec = load_recipe(recipe, overrides)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    result = train(rec, mode=mode, quiet=quiet)
+    result = train(rec, mode=mode, quiet=quiet)  # progress and the summary table: callbacks, on stderr
     if result.interrupted:
         sys.exit(130)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if as_json:
         click.echo(json.dumps(result.summary, indent=2))
-    if not quiet:
-        _print_summary(result, rec.source)
 
 
 def _sweep(recipe: str, overrides: tuple[str, ...], sweeps: tuple[str, ...], seeds: int, jobs: int,
@@ -131,42 +131,17 @@ def _launch(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bo
     sys.exit(subprocess.call(launcher))
 
 
-def _print_summary(result, source: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    s = result.summary
-    console = Console(stderr=False, highlight=False)
-    table = Table(title="summary", box=None, header_style="bold")
-    table.add_column("split")
-    table.add_column("metrics", overflow="fold")
-    for split, values in s["final"].items():
-        table.add_row(split, "  ".join(f"{k} {v:.4f}" for k, v in values.items()))
-    if s["best"]:
-        b = s["best"]
-        table.add_row("best", f"{b['metric']} {b['value']:.4f} at step {b['step']} (checkpoints/best)")
-    console.print(table)
-    console.print(f"{s['steps']} steps, {s['samples_per_s']:.0f} samples/s, {s['wall_seconds']:.0f} s wall"
-                  + (f", cache: {s['cache']}" if s["cache"] else ""))
-    if result.renamed:
-        console.print("[yellow]the run name was taken; wrote to a new directory[/yellow]")
-    console.print(f"run directory: [bold]{result.run_dir}[/bold]")
-    run = result.run_dir
-    console.print("try next:")
-    console.print(f"  mmkit ablate {run}                     # which modality does the model rely on?")
-    console.print(f"  mmkit register {run} --name my-model   # then: mmkit predict my-model --input rows.jsonl")
-    console.print(f"  mmkit run {source} --sweep model.fusion.type=concat,attention,transformer --seeds 2"
-                  "   # compare fusions (docs/compare.md)")
-
-
 @click.command("check", context_settings=SETTINGS)
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key.")
-def check_cmd(recipe: str, overrides: tuple[str, ...]) -> None:
-    """Validate a RECIPE and build its model without training.
+@click.option("--no-rows", is_flag=True, help="Skip loading every row (columns are still checked).")
+def check_cmd(recipe: str, overrides: tuple[str, ...], no_rows: bool) -> None:
+    """Validate a RECIPE, build its model and load every row of every split, without training.
 
     Prints the component tree, trainable/frozen parameter counts and the data fields each
-    component reads.
+    component reads. Every row of train, val and test is loaded and preprocessed as training and
+    evaluation would (files exist, cells parse, targets are known to the head); the first errors
+    are listed with their file, row and column.
 
     \b
     Examples:
@@ -174,21 +149,35 @@ def check_cmd(recipe: str, overrides: tuple[str, ...]) -> None:
       mmkit check recipes/quickstart.toml --set model.fusion.type=concat
     """
     from rich.console import Console
-    from rich.tree import Tree
 
-    from mmkit.engine import assemble, load_splits, plan_data
-    from mmkit.model import count_parameters
+    from mmkit.assembly import assemble, check_rows, load_splits, make_fields, plan_data
+    from mmkit.errors import DataError
     from mmkit.recipe import load_recipe
     from mmkit.registry import get_registry
 
     registry = get_registry()
     rec = load_recipe(recipe, overrides)
-    splits = load_splits(rec, registry)
-    plan = plan_data(rec, splits)
+    plan = plan_data(rec, load_splits(rec, registry))
     model = assemble(rec, registry, plan)
     console = Console(highlight=False)
+    console.print(_model_tree(Path(recipe).name, rec, model, plan))
+    if not no_rows:
+        report = check_rows(model, make_fields(model, plan, registry), plan)
+        if report["errors"]:
+            more = " (first ones)" if report["truncated"] else ""
+            raise DataError(f"{len(report['errors'])} row(s) cannot be used{more}:\n  " + "\n  ".join(report["errors"]))
+        console.print("rows: every row loads (" + ", ".join(f"{k} {v}" for k, v in report["rows"].items()) + ")")
+    console.print("[green]ok[/green]: the recipe is valid and the model builds")
+
+
+def _model_tree(title: str, rec: Any, model: Any, plan: Any) -> Any:
+    """The component tree of ``mmkit check``: encoders with their columns, fusion, head, data."""
+    from rich.tree import Tree
+
+    from mmkit.model import count_parameters
+
     trainable, frozen = count_parameters(model)
-    tree = Tree(f"[bold]{Path(recipe).name}[/bold]: {trainable:,} trainable, {frozen:,} frozen parameters")
+    tree = Tree(f"[bold]{title}[/bold]: {trainable:,} trainable, {frozen:,} frozen parameters")
     enc = tree.add("encoders")
     for name, e in model.encoders.items():
         spec = rec.encoders[name]
@@ -201,10 +190,12 @@ def check_cmd(recipe: str, overrides: tuple[str, ...]) -> None:
     tr, fr = count_parameters(model.head)
     targets = ", ".join(f"{f} <- column {c!r}" for f, c in plan.target_columns.items()) or "none"
     tree.add(f"head: {rec.head.type}; {tr:,} parameters; targets: {targets}")
-    sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.splits.items())
-    tree.add(f"data: {splits.name} ({sizes})")
-    console.print(tree)
-    console.print("[green]ok[/green]: the recipe is valid and the model builds")
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in plan.splits.splits.items())
+    tree.add(f"data: {plan.splits.name} ({sizes})")
+    if rec.train["callbacks"]:
+        tree.add("callbacks (besides the built-in ones): " + ", ".join(
+            c if isinstance(c, str) else str(c.get("type")) for c in rec.train["callbacks"]))
+    return tree
 
 
 COMMANDS = [run_cmd, check_cmd]

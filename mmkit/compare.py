@@ -1,7 +1,7 @@
 """Comparing finished runs: one row per run with the recipe keys that differ and every final metric.
 
-A run directory holds ``recipe.resolved.toml`` and (once finished) ``summary.json``; a sweep
-directory holds run directories. Nothing here imports torch, so ``mmkit compare`` is instant.
+A run directory (:class:`mmkit.rundir.RunDir`) holds the resolved recipe and, once finished, a
+summary; a sweep directory holds run directories. Nothing here imports torch, so ``mmkit compare`` is instant.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import io
 import json
 import math
 import statistics
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from mmkit.errors import MmkitError
+from mmkit.rundir import RunDir, RunDirError
 
 #: Recipe keys that always differ between runs and say nothing about the configuration.
 IGNORED_KEYS = ("run.name", "run.output_dir")
@@ -75,29 +75,20 @@ def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "recipe.resolved.toml").is_file() or (path / "summary.json").is_file()
+    return RunDir.looks_like_run(path)
 
 
 def load_run(path: str | Path) -> RunRecord:
     """Read a run directory (an unfinished run has ``summary`` None)."""
-    path = Path(path)
-    recipe: dict[str, Any] = {}
-    resolved = path / "recipe.resolved.toml"
-    if resolved.is_file():
-        try:
-            recipe = flatten(tomllib.loads(resolved.read_text(encoding="utf-8")))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise CompareError(f"{resolved}: unreadable: {exc}") from exc
-    summary = None
-    summary_path = path / "summary.json"
-    if summary_path.is_file():
-        try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CompareError(f"{summary_path}: unreadable: {exc}") from exc
+    run = RunDir(Path(path))
+    try:
+        recipe = flatten(run.read_recipe()) if run.recipe.is_file() else {}
+        summary = run.read_summary()
+    except RunDirError as exc:
+        raise CompareError(str(exc)) from exc
     if not recipe and summary is None:
-        raise CompareError(f"{path}: not a run directory (no recipe.resolved.toml or summary.json)")
-    return RunRecord(path, recipe, summary)
+        raise CompareError(f"{run.path}: not a run directory (no resolved recipe or summary)")
+    return RunRecord(run.path, recipe, summary)
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:

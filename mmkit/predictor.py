@@ -7,8 +7,9 @@
 
 Loading never unpickles: weights are safetensors (their sha256 is checked against ``card.json`` for
 registered models), the recipe is TOML and the fit state (label maps, vocabularies) is JSON. The model
-is rebuilt from its recipe with :func:`mmkit.engine.assemble`, restored, and put in eval mode on the
-requested device (CPU by default, whatever device it was trained on).
+is rebuilt from its recipe by :func:`mmkit.trained.load_trained` (which never imports the training
+loop), restored, and put in eval mode on the requested device (CPU by default, whatever device it was
+trained on).
 
 Input records are dicts keyed by the columns the model was trained with (``card["columns"]``: the
 dataset's defaults overridden by the recipe's ``[data] columns``). An empty or missing cell is an
@@ -18,7 +19,6 @@ empty, or whose value cannot be loaded, is an error naming its row number (or sk
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -31,110 +31,22 @@ import numpy as np
 import torch
 
 from mmkit import models as mreg
+from mmkit.assembly import choose_device, make_fields
 from mmkit.data import Collator, Field, MultimodalDataset, load_field
 from mmkit.datasets import DataSplits
 from mmkit.errors import DataError, MmkitError
-from mmkit.interfaces import Batch, Fused, Output
-from mmkit.manifest import check_columns, data_context
+from mmkit.evaluation import evaluate
+from mmkit.interfaces import Batch, Fused, Output, Retrieval
+from mmkit.manifest import check_columns, count_records, data_context, iter_records
 from mmkit.model import MultimodalModel
-from mmkit.recipe import Recipe, build_recipe, dump_toml, read_toml
+from mmkit.recipe import Recipe, dump_toml
 from mmkit.registry import Registry, get_registry
+from mmkit.trained import inference_recipe, load_trained
 
 Records = Iterable[Mapping[str, Any]] | str | Path
 
 
 # ------------------------------------------------------------------------------------------ records
-def iter_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
-    """``(row number, row)`` for each row of a ``.jsonl``/``.csv``/``.parquet`` file, read lazily.
-
-    Row numbers are 1-based data rows (blank JSONL lines are skipped, the CSV header is not a row).
-    A malformed row yields a :class:`DataError` in place of the dict, so callers may skip it.
-    CSV cells are parsed like :func:`mmkit.manifest.read_manifest` does (empty -> None, numbers).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"input file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        yield from _iter_jsonl(path)
-    elif suffix == ".csv":
-        yield from _iter_csv(path)
-    elif suffix in (".parquet", ".pq"):
-        yield from _iter_parquet(path)
-    else:
-        raise DataError(f"{path}: unknown input format {suffix!r}; use .jsonl, .csv or .parquet")
-
-
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
-    number = 0
-    try:
-        with path.open(encoding="utf-8-sig") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                number += 1
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield number, DataError(f"{path} row {number} (line {line_no}): invalid JSON: {exc.msg}")
-                    continue
-                if not isinstance(row, dict):
-                    yield number, DataError(f"{path} row {number} (line {line_no}): expected a JSON object, "
-                                            f"got {type(row).__name__}")
-                    continue
-                yield number, row
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
-
-
-def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
-    from mmkit.manifest import parse_cell
-
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            for number, row in enumerate(reader, start=1):
-                extra = row.pop(None, None)  # type: ignore[call-overload]
-                if extra:
-                    yield number, DataError(f"{path} row {number} (line {reader.line_num}): {len(extra)} more "
-                                            f"cell(s) than header columns")
-                    continue
-                yield number, {k: (None if v is None else parse_cell(v)) for k, v in row.items()}
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
-    except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV: {exc}") from exc
-
-
-def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise DataError(f"{path}: reading Parquet needs pyarrow: pip install 'mmkit[parquet]'") from exc
-    number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            number += 1
-            yield number, row
-
-
-def count_records(path: str | Path) -> int:
-    """Number of rows :func:`iter_records` yields (a cheap pass: nothing is parsed or loaded)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise DataError(f"{path}: reading Parquet needs pyarrow: pip install 'mmkit[parquet]'") from exc
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            return max(0, sum(1 for _ in csv.reader(fh)) - 1)
-    with path.open("rb") as fh:
-        return sum(1 for line in fh if line.strip())
-
-
 def _numbered(records: Records) -> tuple[Iterator[tuple[int, Any]], Path | None, str]:
     """(numbered rows, base dir for relative paths, source name) of a file path or an iterable of dicts."""
     if isinstance(records, (str, Path)):
@@ -168,7 +80,7 @@ class Predictor:
                  card: Mapping[str, Any] | None = None, device: str | torch.device = "cpu",
                  registry: Registry | None = None) -> None:
         self.registry = registry or get_registry()
-        self.device = _device(device)
+        self.device = choose_device(device)
         self.model = model.to(self.device).eval()
         self.recipe = recipe
         self.columns = dict(columns if columns is not None else recipe.data.get("columns") or {})
@@ -197,9 +109,7 @@ class Predictor:
         return f"Predictor({label}, task={self.task}, inputs={self.input_columns}, device={self.device})"
 
     def _fields(self, columns: Mapping[str, Any]) -> list[Field]:
-        from mmkit.engine import make_field
-
-        return [make_field(n, columns.get(n, n), e, self.registry) for n, e in self.model.encoders.items()]
+        return make_fields(self.model, columns, self.registry)
 
     # ------------------------------------------------------------------ batches
     def _items(self, row: Mapping[str, Any], number: int, base_dir: Path | None, source: str) -> dict[str, Any]:
@@ -354,50 +264,62 @@ class Predictor:
         return out
 
     # ------------------------------------------------------------------ search
-    def _retrieval_embeddings(self, records: Records, side: str | None, batch_size: int,
-                              base_dir: str | Path | None) -> tuple[str, np.ndarray, np.ndarray]:
+    def _retrieval_head(self) -> Retrieval:
         head = self.model.head
-        sides = (head.query, head.key)
-        embs: list[np.ndarray] = []
-        pres: list[np.ndarray] = []
+        if not isinstance(head, Retrieval):
+            raise MmkitError(f"search needs a head that declares mmkit.Retrieval (retrieval_modalities and "
+                             f"retrieval_embeddings, e.g. the 'contrastive' head); this is a {self.task} model "
+                             f"({type(head).__name__}): compare embed() vectors instead")
+        return head
+
+    def _retrieval_embeddings(self, records: Records, side: str | None, batch_size: int,
+                              base_dir: str | Path | None) -> tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """``(side, {modality: (embeddings [N, D], present [N])})`` of the head's retrieval modalities;
+        ``side`` is the given one, else the first modality present in every record."""
+        head = self._retrieval_head()
+        sides = tuple(head.retrieval_modalities)
+        parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {m: ([], []) for m in sides}
         for _, batch in self.iter_batches(records, batch_size, base_dir=base_dir, allow_missing_columns=True):
             out, _ = self._forward(batch)
-            embs.append(np.stack([out.preds[f"emb_{m}"].float().cpu().numpy() for m in sides], axis=1))
-            pres.append(np.stack([out.preds[f"present_{m}"].cpu().numpy() for m in sides], axis=1))
-        emb = np.concatenate(embs) if embs else np.zeros((0, 2, 1), np.float32)
-        present = np.concatenate(pres) if pres else np.zeros((0, 2), bool)
+            pairs = head.retrieval_embeddings(out.preds)
+            for m in sides:
+                emb, present = pairs[m]
+                parts[m][0].append(emb.float().cpu().numpy())
+                parts[m][1].append(present.bool().cpu().numpy())
+        result = {m: (np.concatenate(e) if e else np.zeros((0, 1), np.float32),
+                      np.concatenate(p) if p else np.zeros(0, bool)) for m, (e, p) in parts.items()}
         if side is None:
-            full = [m for i, m in enumerate(sides) if present.shape[0] and present[:, i].all()]
+            full = [m for m in sides if result[m][1].shape[0] and result[m][1].all()]
             if not full:
                 raise MmkitError(f"search: no modality ({' or '.join(sides)}) is present in every query record")
             side = full[0]
-        return side, emb, present
+        return side, result
 
     def search(self, queries: Records, candidates: Records, k: int = 5, *, query_modality: str | None = None,
-               batch_size: int = 32, base_dir: str | Path | None = None) -> list[list[dict[str, Any]]]:
-        """Rank ``candidates`` for each query with a contrastive model (cosine in its shared space).
+               candidate_modality: str | None = None, batch_size: int = 32,
+               base_dir: str | Path | None = None) -> list[list[dict[str, Any]]]:
+        """Rank ``candidates`` for each query with a model whose head declares :class:`mmkit.Retrieval`
+        (e.g. contrastive: cosine in its shared space; scores are the head's dot products).
 
-        The query side is ``query_modality`` or else the modality present in every query record (the
-        head's ``query`` when both are); candidates are embedded with the other modality. Returns, per
-        query, the top ``k`` as ``{"index": candidate position (0-based), "score": cosine}``.
+        The query side is ``query_modality``, else the first of the head's ``retrieval_modalities``
+        present in every query record; candidates are embedded with ``candidate_modality``, else the
+        first other retrieval modality. Returns, per query, the top ``k`` as ``{"index": candidate
+        position (0-based), "score": float}``; candidates without that modality are never returned.
         """
-        head = self.model.head
-        if not (hasattr(head, "query") and hasattr(head, "key")):
-            raise MmkitError(f"search needs a contrastive model (head 'contrastive'); this one is a {self.task} "
-                             f"model: compare embed() vectors instead")
-        sides = (head.query, head.key)
-        if query_modality is not None and query_modality not in sides:
-            raise MmkitError(f"query_modality must be {sides[0]!r} or {sides[1]!r}, got {query_modality!r}")
-        qside, qemb, qpres = self._retrieval_embeddings(queries, query_modality, batch_size, base_dir)
-        qi = sides.index(qside)
-        ci = 1 - qi
-        _, cemb, cpres = self._retrieval_embeddings(candidates, sides[ci], batch_size, base_dir)
-        if not qpres[:, qi].all():
-            missing = int(np.flatnonzero(~qpres[:, qi])[0]) + 1
+        sides = tuple(self._retrieval_head().retrieval_modalities)
+        for given, what in ((query_modality, "query_modality"), (candidate_modality, "candidate_modality")):
+            if given is not None and given not in sides:
+                raise MmkitError(f"{what} must be one of {', '.join(map(repr, sides))}, got {given!r}")
+        qside, qres = self._retrieval_embeddings(queries, query_modality, batch_size, base_dir)
+        cside = candidate_modality or next(m for m in sides if m != qside)
+        _, cres = self._retrieval_embeddings(candidates, cside, batch_size, base_dir)
+        (qemb, qpres), (cemb, cpres) = qres[qside], cres[cside]
+        if not qpres.all():
+            missing = int(np.flatnonzero(~qpres)[0]) + 1
             raise MmkitError(f"search: query record {missing} has no {qside}")
-        scores = qemb[:, qi] @ cemb[:, ci].T
-        scores[:, ~cpres[:, ci]] = -np.inf
-        k = min(k, int(cpres[:, ci].sum()))
+        scores = qemb @ cemb.T
+        scores[:, ~cpres] = -np.inf
+        k = min(k, int(cpres.sum()))
         results = []
         for row in scores:
             top = np.argsort(-row, kind="stable")[:k]
@@ -413,8 +335,6 @@ class Predictor:
         the recipe's dataset options are reused when it is the training dataset, ``options`` override),
         a :class:`~mmkit.datasets.DataSplits`, or a list of dicts.
         """
-        from mmkit.engine import evaluate as engine_evaluate
-
         columns = dict(self.columns)
         base = Path(base_dir) if base_dir is not None else None
         if isinstance(data, (str, Path)) and (Path(data).is_file() or Path(data).suffix.lower() in
@@ -432,7 +352,7 @@ class Predictor:
                 if not rows:
                     have = [s for s, r in data.splits.items() if r]
                     raise DataError(f"{data.name}: split {split!r} is empty; splits with rows: {', '.join(have)}")
-                columns = {**data.columns, **(self.recipe.data.get("columns") or {})}
+                columns = data.merged_columns(self.recipe.data.get("columns"))
                 base = base or data.base_dir
                 source = f"{data.name}:{split}"
             else:
@@ -445,7 +365,7 @@ class Predictor:
         ds = MultimodalDataset(rows, fields, head, targets, base_dir=base, source=source, train=False)
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
                                              collate_fn=Collator(fields, head))
-        return engine_evaluate(self.model, loader, self.device, None)
+        return evaluate(self.model, loader, self.device)
 
     def _dataset(self, name: str, options: Mapping[str, Any] | None) -> DataSplits:
         data = self.recipe.data
@@ -492,28 +412,7 @@ class Predictor:
         return dest
 
 
-def _device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MmkitError(f"device {str(device)!r} asked for, but no CUDA device is available; use device='cpu'")
-    return dev
-
-
 # ------------------------------------------------------------------------------------------ loading
-def inference_recipe(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved recipe document prepared for rebuilding a trained model: encoder ``pretrained``
-    weight files are not read again (every weight comes from the model's safetensors)."""
-    import copy
-
-    doc = copy.deepcopy(dict(doc))
-    for table in ((doc.get("model") or {}).get("encoders") or {}).values():
-        if isinstance(table, dict) and isinstance(table.get("pretrained"), str):
-            table["pretrained"] = False
-    return doc
-
-
 def load(name_or_path: str | Path, device: str | torch.device = "cpu", *, registry: str | Path | None = None,
          checkpoint: str = "best") -> Predictor:
     """Load a trained model for inference.
@@ -529,21 +428,10 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", *, regist
         ChecksumError: the weights do not match the sha256 recorded in card.json.
         ModelNotFoundError: no such model, version or folder.
     """
-    from mmkit.checkpoint import load_weights
-    from mmkit.engine import assemble
-
-    ref = mreg.resolve(name_or_path, registry, checkpoint)
-    ref.verify()
-    doc = inference_recipe(read_toml(ref.recipe))
-    reg = get_registry()
-    recipe = build_recipe(doc, str(ref.recipe), ref.recipe.parent, reg)
-    columns = ref.card.get("columns")
-    if columns is None:
-        columns = mreg.data_columns(doc)
-    model = assemble(recipe, reg, fit_state=ref.load_fit_state())
-    load_weights(model, ref.weights, strict=True)
-    card = {**ref.card, "path": str(ref.folder)}
-    return Predictor(model, recipe, columns, card=card, device=device, registry=reg)
+    trained = load_trained(name_or_path, checkpoint=checkpoint, models_dir=registry, device=choose_device(device))
+    card = {**trained.ref.card, "path": str(trained.ref.folder)}
+    return Predictor(trained.model, trained.recipe, trained.columns, card=card, device=device,
+                     registry=trained.registry)
 
 
 __all__ = ["BadRow", "Predictor", "count_records", "inference_recipe", "iter_records", "load"]

@@ -1,18 +1,231 @@
-"""Run directories: never overwritten silently, locked while a process trains in them."""
+"""Run directories: the one module that knows their file names (torch-free).
+
+A run directory, written by ``mmkit run``::
+
+    recipe.resolved.toml            the complete recipe (every default filled in)
+    metrics.jsonl                   one JSON record per log line, evaluation, epoch and the final result
+    summary.json                    written when the run finishes: final/best metrics, speed, sizes
+    checkpoints/{last,best}/        model.safetensors, state.json (TrainState + fit state),
+                                    training_state.pt (optimizer, grad scaler; plain tensors only)
+    tensorboard/                    with ``train.tensorboard = true``
+    .lock                           held while a process trains in it
+
+:class:`RunDir` names these paths, finds complete checkpoints (``best`` falling back to ``last``)
+and reads ``summary.json`` with a check of its shape. Run directories are never overwritten
+silently (:func:`prepare_run_dir`) and are locked while a process trains in them (:class:`RunLock`).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import tomllib
 
 from mmkit.errors import MmkitError
 
+RECIPE = "recipe.resolved.toml"
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+LOCK = ".lock"
+# inside a checkpoint folder
+WEIGHTS = "model.safetensors"
+STATE = "state.json"
+TRAINING_STATE = "training_state.pt"
+LAST, BEST = "last", "best"
+
 
 class RunDirError(MmkitError):
-    """The run directory cannot be used as asked."""
+    """The run directory cannot be used as asked, or one of its files is malformed."""
 
 
+# ------------------------------------------------------------------------------------- checkpoints
+def checkpoint_complete(path: Path) -> bool:
+    """A checkpoint folder with both its weights and its state (a save that finished)."""
+    return (path / STATE).is_file() and (path / WEIGHTS).is_file()
+
+
+def find_checkpoint(folder: Path, name: str, *, recover: bool = False) -> Path | None:
+    """The complete checkpoint ``name`` in ``folder``, or None.
+
+    A save renames the previous checkpoint to ``.old-NAME-*`` before moving the new one in; after a
+    crash between the two renames the newest complete ``.old-NAME-*`` is the checkpoint. With
+    ``recover`` it is renamed back into place (what a writer does before saving again); without,
+    it is returned where it lies (read-only use: loading, registering).
+    """
+    final = folder / name
+    if checkpoint_complete(final):
+        return final
+    olds = sorted((p for p in folder.glob(f".old-{name}-*") if checkpoint_complete(p)),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
+    if not olds:
+        return None
+    if not recover:
+        return olds[0]
+    if not final.exists():
+        os.rename(olds[0], final)
+    return final if checkpoint_complete(final) else None
+
+
+def checkpoint_name(path: Path) -> str:
+    """``best`` for ``checkpoints/best`` and for a leftover ``checkpoints/.old-best-1a2b``."""
+    return path.name.split("-")[1] if path.name.startswith(".old-") else path.name
+
+
+# ------------------------------------------------------------------------------------- the value
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory and what can be read from them without torch."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def recipe(self) -> Path:
+        return self.path / RECIPE
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / SUMMARY
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD
+
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK
+
+    @staticmethod
+    def looks_like_run(path: str | Path) -> bool:
+        """A folder with a resolved recipe or a summary (a started or a finished run)."""
+        p = Path(path)
+        return (p / RECIPE).is_file() or (p / SUMMARY).is_file()
+
+    @staticmethod
+    def has_model(path: str | Path) -> bool:
+        """A folder a trained model can be loaded from: a resolved recipe and a checkpoints folder."""
+        p = Path(path)
+        return (p / RECIPE).is_file() and (p / CHECKPOINTS).is_dir()
+
+    @property
+    def finished(self) -> bool:
+        return self.summary_file.is_file()
+
+    @property
+    def resumable(self) -> bool:
+        """Started, not finished, and a ``last`` checkpoint to continue from."""
+        return not self.finished and self.checkpoint(LAST, fallback=None) is not None
+
+    def checkpoint(self, name: str = BEST, fallback: str | None = LAST, *, recover: bool = False) -> Path | None:
+        """The complete checkpoint folder ``name`` (``best`` falls back to ``last`` by default: a run
+        without a validation split has no best), or None."""
+        if not self.checkpoints.is_dir():
+            return None
+        found = find_checkpoint(self.checkpoints, name, recover=recover)
+        if found is None and fallback and fallback != name:
+            found = find_checkpoint(self.checkpoints, fallback, recover=recover)
+        return found
+
+    def read_recipe(self) -> dict[str, Any]:
+        """The resolved recipe as a TOML document."""
+        try:
+            return tomllib.loads(self.recipe.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunDirError(f"{self.path}: not a run directory (no {RECIPE})") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise RunDirError(f"{self.recipe}: unreadable: {exc}") from exc
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """``summary.json`` (None while the run is unfinished), its shape checked: an error names the key."""
+        if not self.summary_file.is_file():
+            return None
+        try:
+            data = json.loads(self.summary_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunDirError(f"{self.summary_file}: unreadable: {exc}") from exc
+        check_summary(data, str(self.summary_file))
+        return data
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Write ``summary.json`` atomically (temp file + rename): it marks the run finished."""
+        check_summary(summary, str(self.summary_file))
+        tmp = self.path / f".{SUMMARY}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.summary_file)
+
+    def write_recipe(self, text: str) -> None:
+        self.recipe.write_text(text, encoding="utf-8")
+
+    def append_metrics(self, record: Mapping[str, Any]) -> None:
+        """One record (``{"step", "epoch", "split", "metrics"}``) appended to ``metrics.jsonl``."""
+        with open(self.metrics, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The records of ``metrics.jsonl`` (a line cut short by a crash is skipped)."""
+        if not self.metrics.is_file():
+            return []
+        out = []
+        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_summary(data: Any, where: str) -> None:
+    """Raise :class:`RunDirError` naming the key when ``data`` is not a summary's shape."""
+    if not isinstance(data, Mapping):
+        raise RunDirError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    final = data.get("final", {})
+    if not isinstance(final, Mapping):
+        raise RunDirError(f"{where}: final: expected an object of split -> metrics, got {type(final).__name__}")
+    for split, values in final.items():
+        if not isinstance(values, Mapping) or not all(_is_number(v) for v in values.values()):
+            raise RunDirError(f"{where}: final.{split}: expected an object of metric -> number")
+    best = data.get("best", {})
+    if not isinstance(best, Mapping):
+        raise RunDirError(f"{where}: best: expected an object, got {type(best).__name__}")
+    if best and not (isinstance(best.get("metric"), str) and _is_number(best.get("value"))):
+        raise RunDirError(f"{where}: best: expected 'metric' (a name) and 'value' (a number)")
+    for key in ("steps", "epochs", "samples_seen"):
+        if key in data and not (isinstance(data[key], int) and not isinstance(data[key], bool)):
+            raise RunDirError(f"{where}: {key}: expected an integer, got {data[key]!r}")
+
+
+# ------------------------------------------------------------------------------------- creating
 def prepare_run_dir(output_dir: str | Path, name: str, mode: str = "new") -> tuple[Path, bool]:
     """Return ``(run_dir, renamed)``.
 
@@ -46,10 +259,10 @@ class RunLock:
     """An exclusive ``fcntl`` lock on ``<run_dir>/.lock`` held for the duration of a run."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".lock"
-        self._fh = None
+        self.path = Path(run_dir) / LOCK
+        self._fh: Any = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:  # noqa: PYI034 - a final class
         import fcntl
 
         self._fh = open(self.path, "a+")

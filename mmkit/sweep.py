@@ -20,16 +20,27 @@ import re
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from mmkit.compare import (STAT_COLUMNS, RunRecord, aggregate, default_metric, flatten, load_run, metric_columns,
-                           run_row, to_csv)
+import tomllib
+
+from mmkit.compare import (
+    STAT_COLUMNS,
+    RunRecord,
+    aggregate,
+    default_metric,
+    flatten,
+    load_run,
+    metric_columns,
+    run_row,
+    to_csv,
+)
 from mmkit.errors import MmkitError, RecipeError
 from mmkit.recipe import Recipe, apply_overrides, build_recipe, dump_toml, parse_value, read_toml
 from mmkit.registry import Registry, get_registry
+from mmkit.rundir import RunDir
 
 ENGINE_ENCODER_KEYS = ("type", "freeze", "lr_mult")
 
@@ -283,10 +294,10 @@ def _comparable(recipe_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
     """A finished or interrupted run in the sweep folder must be the run this plan describes."""
-    resolved = run_dir / "recipe.resolved.toml"
-    if not resolved.is_file():
+    run = RunDir(run_dir)
+    if not run.recipe.is_file():
         return
-    old = _comparable(tomllib.loads(resolved.read_text(encoding="utf-8")))
+    old = _comparable(run.read_recipe())
     new = _comparable(recipe.to_dict())
     diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if diffs:
@@ -294,20 +305,16 @@ def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
                          f"give the sweep another name (--set run.name=...) or retrain it with --overwrite")
 
 
-def _has_last_checkpoint(run_dir: Path) -> bool:
-    ck = run_dir / "checkpoints"
-    return (ck / "last" / "state.json").is_file() or any(ck.glob(".old-last-*"))
-
-
 def run_mode(run_dir: Path, overwrite: bool = False) -> str:
     """``skip`` (finished), ``resume`` (interrupted after a checkpoint), ``overwrite`` (started but
     nothing to resume, or asked to) or ``new``."""
+    run = RunDir(run_dir)
     if overwrite:
         return "overwrite"
-    if (run_dir / "summary.json").is_file():
+    if run.finished:
         return "skip"
     if run_dir.is_dir():
-        return "resume" if _has_last_checkpoint(run_dir) else "overwrite"
+        return "resume" if run.resumable else "overwrite"
     return "new"
 
 
@@ -374,12 +381,12 @@ def _log(plan: SweepPlan, action: str, name: str, detail: str = "") -> None:
 
 def _done_line(plan: SweepPlan, point: SweepPoint, seconds: float, index: int) -> str:
     try:
-        summary = json.loads((plan.sweep_dir / point.name / "summary.json").read_text(encoding="utf-8"))
+        summary = RunDir(plan.sweep_dir / point.name).read_summary() or {}
         record = RunRecord(plan.sweep_dir / point.name, {}, summary)
         metric = record.monitor or default_metric([record])
         value = record.metrics.get(metric)
         shown = f"  {metric} {value:.4f}" if isinstance(value, float) else ""
-    except (OSError, json.JSONDecodeError):
+    except MmkitError:  # an unreadable summary: the line goes without the metric
         shown = ""
     return f"[{index}/{len(plan.points)}] done    {point.name}{shown}  ({seconds:.1f} s)"
 
@@ -388,7 +395,7 @@ def _run_in_process(plan: SweepPlan, todo: list[tuple[SweepPoint, str]], result:
                     say: Callable[[str], None]) -> None:
     import traceback
 
-    from mmkit.engine import train
+    from mmkit.trainer import train
 
     index = {p.name: i for i, p in enumerate(plan.points, 1)}
     for point, mode in todo:
@@ -549,7 +556,7 @@ def _worker(spec: Mapping[str, Any]) -> int:
     import torch
 
     torch.set_num_threads(int(spec.get("threads") or 1))
-    from mmkit.engine import train
+    from mmkit.trainer import train
 
     recipe, _ = point_recipe(Path(spec["recipe"]), spec["overrides"], spec["assign"], name=spec["name"],
                              output_dir=spec["output_dir"], seed=int(spec["seed"]))

@@ -16,9 +16,10 @@ import torch
 from click.testing import CliRunner
 
 from mmkit.ablation import ablate, ablate_model, load_run_model, without
-from mmkit.engine import assemble, load_splits, make_fields, plan_data, train
+from mmkit.assembly import assemble, load_splits, make_fields, plan_data
 from mmkit.recipe import load_recipe
 from mmkit.registry import get_registry
+from mmkit.trainer import train
 
 
 @pytest.fixture(autouse=True)
@@ -128,10 +129,12 @@ def test_ablate_a_run_directory_and_the_cli(tiny):
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["run_dir"] == str(run) and out["samples"] == 8 and out["split"] == "test"
+    assert out["model"] == str(run) and out["source"] == "shapes:test" and out["weights"]["kind"] == "attention"
     assert out["full"] == pytest.approx(direct["full"])
     assert out["ablations"]["text"]["metrics"] == pytest.approx(direct["ablations"]["text"]["metrics"])
     table = CliRunner().invoke(ablate_cmd, [str(run), "--device", "cpu"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "without image" in table.output and "mean attention weight" in table.output
+    assert f"modality ablation of {run} on shapes:val" in table.output
     missing = CliRunner().invoke(ablate_cmd, [str(run), "--split", "nope"])
     assert missing.exit_code != 0 and "nope" in str(missing.exception)
 
@@ -143,8 +146,8 @@ def test_eval_ablate_cli_reports_each_modality(tmp_path, write_tiny_recipe):
     from click.testing import CliRunner
 
     from mmkit.cli import cli
-    from mmkit.engine import train
     from mmkit.recipe import load_recipe
+    from mmkit.trainer import train
 
     # seed 0 and lr 3e-4: the recipe defaults this run has always used
     recipe = write_tiny_recipe(tmp_path / "tiny.toml", "run.name=abl", "run.seed=0", "data.options.n_test=16",
@@ -159,3 +162,28 @@ def test_eval_ablate_cli_reports_each_modality(tmp_path, write_tiny_recipe):
         for metric, drop in part["drop"].items():
             assert drop == pytest.approx(report["full"][metric] - part["metrics"][metric]), (name, metric)
     assert sum(report["attention"]["mean"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_weights_that_do_not_sum_to_one_are_reported_as_gates(tiny):
+    """A gated fusion's sigmoid gates are not attention: the report says gate, not attention weight."""
+    from mmkit.ablation import _Weights
+    from mmkit.cli_compare import print_ablation
+
+    recipe, model, plan = tiny
+    result = ablate(model, recipe=recipe, device="cpu")
+    assert result["weights"]["kind"] == "attention" and result["attention"] == result["weights"]
+    assert result["model"] == "model 'abl' (in memory)" and result["source"] == "shapes:val"
+    gates = _Weights()
+    everywhere = torch.ones(4, dtype=torch.bool)
+    batch = type("B", (), {"present": {"image": everywhere, "text": everywhere}})
+    gates.update(torch.tensor([[0.9, 0.8], [0.2, 0.1], [0.5, 0.5], [1.0, 1.0]]), ["image", "text"], batch)
+    report = gates.result()
+    assert report["kind"] == "gate" and report["mean"] == pytest.approx({"image": 0.65, "text": 0.6})
+    shown = {**result, "weights": report, "attention": None}
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        print_ablation(shown)
+    assert "mean gate value" in out.getvalue() and "attention" not in out.getvalue()

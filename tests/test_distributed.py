@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmkit.engine import train
+from mmkit.trainer import train
 from mmkit.recipe import load_recipe
 
 pytestmark = pytest.mark.slow

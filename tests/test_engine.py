@@ -14,10 +14,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mmkit import Callback
 from mmkit import checkpoint as ckpt
-from mmkit.engine import lr_factor, train
 from mmkit.errors import RecipeError
-from mmkit.recipe import build_recipe, load_recipe
+from mmkit.optim import lr_factor
+from mmkit.recipe import load_recipe
+from mmkit.trainer import train
+
+
+class InterruptAt(Callback):
+    """What Ctrl-C does, at an exact optimizer step: checkpoint, no summary, resumable."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.state.step >= self.step:
+            trainer.request_stop(f"test interrupt at step {self.step}", interrupt=True)
 
 
 @pytest.fixture
@@ -67,7 +80,7 @@ def test_existing_run_dir_is_never_overwritten(tiny_recipe: Path) -> None:
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_recipe: Path) -> None:
     full = train(load_recipe(tiny_recipe, ["run.name=full"]), quiet=True)
     rec = load_recipe(tiny_recipe, ["run.name=cut"])
-    cut = train(rec, quiet=True, stop_after_steps=5)
+    cut = train(rec, quiet=True, callbacks=[InterruptAt(5)])
     assert cut.interrupted
     assert ckpt.read_state(cut.run_dir / "checkpoints" / "last")["step"] == 5
     resumed = train(rec, mode="resume", quiet=True)
@@ -84,7 +97,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_recipe: Path) -> No
                  quiet=True)
     args = [sys.executable, "-m", "mmkit", "run", str(tiny_recipe), "--quiet", "--set", "run.name=killed",
             "--set", "train.max_steps=12", "--set", "train.checkpoint_every=1"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the same intra-op thread count as the reference run in this process: float reductions (a batch-norm
+    # bias gradient) differ in their last bit between 1 and 2 threads, and another test module may have
+    # called torch.set_num_threads while OMP_NUM_THREADS says otherwise
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     last = tiny_recipe.parent / "runs" / "killed" / "checkpoints" / "last"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -98,7 +115,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_recipe: Path) -> No
     proc.wait()
     step_at_kill = ckpt.read_state(ckpt.find_checkpoint(last.parent, "last"))["step"]
     assert 4 <= step_at_kill < 12, "the run was not interrupted mid-training"
-    done = subprocess.run(args + ["--resume"], capture_output=True, text=True)
+    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     a, b = _weights(full.run_dir), _weights(last.parent.parent)
     for key in a:
@@ -147,7 +164,7 @@ def test_crash_between_renames_recovers_previous(tmp_path: Path) -> None:
 def test_nan_loss_is_reported_with_the_step(tiny_recipe: Path) -> None:
     rec = load_recipe(tiny_recipe, ["train.lr=1e30", "train.grad_clip=0.0", "train.warmup_steps=0",
                                     "train.max_steps=20"])
-    from mmkit.engine import TrainingError
+    from mmkit.trainer import TrainingError
 
     with pytest.raises(TrainingError, match=r"non-finite loss .* at step \d+.*lower train\.lr"):
         train(rec, quiet=True)
@@ -186,3 +203,45 @@ def test_check_command_prints_tree(tiny_recipe: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "trainable" in result.output and "image: timm" in result.output
     assert "label <- column 'label'" in result.output
+
+
+def test_check_loads_every_split_and_names_the_bad_rows(tmp_path: Path) -> None:
+    """A val label the head never saw and a missing file in test: found before any training."""
+    from click.testing import CliRunner
+
+    from mmkit.cli import cli
+
+    rows = [{"text": f"word {i}", "x": i, "label": i % 2} for i in range(8)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "val.jsonl").write_text(json.dumps({"text": "a", "x": 1, "label": 7}) + "\n")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"text": "b", "x": 1, "label": 1}) + "\n")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("""
+[data]
+train = "train.jsonl"
+val = "val.jsonl"
+test = "test.jsonl"
+columns = { tabular = ["x"] }
+[model.encoders.text]
+type = "text-transformer"
+dim = 8
+layers = 1
+heads = 2
+[model.encoders.tabular]
+type = "tabular-mlp"
+dim = 8
+[model.fusion]
+type = "concat"
+dim = 8
+[model.head]
+type = "classification"
+""")
+    ok = CliRunner().invoke(cli, ["check", str(recipe), "--set", 'data.val="train.jsonl"'])
+    assert ok.exit_code == 0, ok.output
+    assert "rows: every row loads (train 8, val 8, test 1)" in ok.output
+    bad = CliRunner().invoke(cli, ["check", str(recipe)])
+    assert bad.exit_code == 2, bad.output
+    assert "1 row(s) cannot be used" in bad.output and "val.jsonl (val) row 1" in bad.output
+    assert "7" in bad.output  # the unknown label
+    skipped = CliRunner().invoke(cli, ["check", str(recipe), "--no-rows"])
+    assert skipped.exit_code == 0, skipped.output

@@ -53,7 +53,7 @@ def write_manifest(folder: Path, n: int = 12, seed: int = 11) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, write_tiny_recipe) -> dict:
-    from mmkit.engine import train
+    from mmkit.trainer import train
     from mmkit.recipe import load_recipe
 
     root = tmp_path_factory.mktemp("pred")
@@ -74,7 +74,7 @@ def reference_predictor(trained: dict) -> Predictor:
     """The model as the training process knows it: components fitted on the training data (not
     restored from JSON) and the best checkpoint's weights."""
     from mmkit import checkpoint as ckpt
-    from mmkit.engine import assemble, load_splits, plan_data
+    from mmkit.assembly import assemble, load_splits, plan_data
     from mmkit.recipe import load_recipe
     from mmkit.registry import get_registry
 
@@ -309,7 +309,7 @@ def test_search_ranks_candidates_by_cosine_in_the_shared_space(tmp_path: Path) -
 
     import tomllib
 
-    from mmkit.engine import assemble, load_splits, plan_data
+    from mmkit.assembly import assemble, load_splits, plan_data
     from mmkit.recipe import build_recipe
     from mmkit.registry import get_registry
 
@@ -339,5 +339,5 @@ def test_search_ranks_candidates_by_cosine_in_the_shared_space(tmp_path: Path) -
 
 
 def test_search_needs_a_contrastive_model(predictor: Predictor, trained: dict) -> None:
-    with pytest.raises(MmkitError, match="search needs a contrastive model"):
+    with pytest.raises(MmkitError, match="search needs a head that declares mmkit.Retrieval"):
         predictor.search(trained["manifest"], trained["manifest"])

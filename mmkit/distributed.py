@@ -1,0 +1,138 @@
+"""Processes and strategies: the process group torchrun sets up, and how the model is spread over it.
+
+:class:`Dist` says who this process is (rank, world) and talks to the others (broadcast, gather,
+barrier). A :class:`Strategy` wraps the model for training and owns what depends on the wrapping:
+skipping the gradient all-reduce between accumulation steps, clipping, and the full weights a
+checkpoint stores. ``ddp`` is the strategy of a multi-process run today; another (FSDP) is one more
+subclass registered in :data:`STRATEGIES`.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmkit.errors import RecipeError
+from mmkit.interfaces import Metrics
+
+
+@dataclass
+class Dist:
+    """This process in the group: rank 0 of 1 when not distributed."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owned: bool = False  # mmkit created the process group (and so tears it down)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank."""
+        if not self.enabled:
+            return value
+        import torch.distributed as tdist
+
+        box = [value if self.main else None]
+        tdist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather_metrics(self, metrics: Metrics) -> Metrics:
+        """Every rank's metric state merged (each rank evaluated a shard)."""
+        if not self.enabled:
+            return metrics
+        import torch.distributed as tdist
+
+        parts: list[Any] = [None] * self.world
+        tdist.all_gather_object(parts, metrics)
+        merged = parts[0]
+        for other in parts[1:]:
+            merged.merge(other)
+        return merged
+
+    def finish(self) -> None:
+        """Wait for every rank, then tear down the group if mmkit created it."""
+        if not self.enabled:
+            return
+        import torch.distributed as tdist
+
+        tdist.barrier()
+        if self.owned:
+            tdist.destroy_process_group()
+
+
+def init_distributed(device_kind: str) -> Dist:
+    """Join the process group torchrun set up (env RANK/WORLD_SIZE); a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as tdist
+
+    owned = not tdist.is_initialized()
+    if owned:
+        tdist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return Dist(tdist.get_rank(), tdist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
+
+
+class Strategy:
+    """One process holds the whole model (also the base of multi-process strategies)."""
+
+    name = "single"
+
+    def __init__(self, dist: Dist, device: torch.device) -> None:
+        self.dist, self.device = dist, device
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module the training step calls (the model itself here)."""
+        return model
+
+    def no_sync(self, net: nn.Module, sync: bool) -> AbstractContextManager[Any]:
+        """Around a micro-batch's forward: skip the gradient all-reduce unless ``sync``."""
+        return nullcontext()
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+    def state_module(self, model: nn.Module) -> nn.Module:
+        """The module whose full weights a checkpoint stores (a sharded strategy gathers them)."""
+        return model
+
+
+class DDPStrategy(Strategy):
+    """``DistributedDataParallel``: every rank holds the model; gradients are all-reduced."""
+
+    name = "ddp"
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                   find_unused_parameters=True)
+
+    def no_sync(self, net: nn.Module, sync: bool) -> AbstractContextManager[Any]:
+        if sync or not hasattr(net, "no_sync"):
+            return nullcontext()
+        return net.no_sync()  # type: ignore[operator]
+
+
+STRATEGIES: dict[str, type[Strategy]] = {"ddp": DDPStrategy}
+
+
+def make_strategy(setting: str, dist: Dist, device: torch.device, source: str = "<recipe>") -> Strategy:
+    """The strategy ``train.strategy`` names (``auto`` = ddp) for a multi-process run; one process
+    always trains the whole model."""
+    name = "ddp" if setting == "auto" else setting
+    if name not in STRATEGIES:
+        raise RecipeError(f"{source}: train.strategy = {setting!r} is not implemented yet; use 'ddp' (or 'auto')")
+    return STRATEGIES[name](dist, device) if dist.enabled else Strategy(dist, device)

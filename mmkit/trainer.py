@@ -1,0 +1,504 @@
+"""The training loop: :class:`Trainer`, :class:`TrainState` and :func:`train`.
+
+The shape is Lightning's fit loop and torchtune's recipes: every number that must survive an
+interruption lives in one dataclass (:class:`TrainState`, whose ``state_dict()`` is what a
+checkpoint's ``state.json`` holds); :meth:`Trainer.setup` builds the pieces in order, each a method
+that can be replaced; :meth:`Trainer.train_step` is one micro-batch; :meth:`Trainer.fit` is a short
+loop with one :meth:`Trainer.done` predicate holding every stop condition. Everything else
+(metrics.jsonl, TensorBoard, best checkpoint, early stopping, progress, summary table) is a
+callback (:mod:`mmkit.callbacks`). Only rank 0 writes files and prints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmkit import checkpoint as ckpt
+from mmkit.assembly import assemble, build_caches, cache_info, choose_device, load_splits, make_fields, plan_data
+from mmkit.callbacks import Callback, CallbackList, build_callbacks
+from mmkit.distributed import Dist, init_distributed, make_strategy
+from mmkit.errors import MmkitError, RecipeError
+from mmkit.evaluation import autocast, evaluate
+from mmkit.interfaces import Batch
+from mmkit.loaders import TrainData
+from mmkit.model import count_parameters
+from mmkit.optim import Schedule, make_optimizer, param_groups
+from mmkit.recipe import Recipe, dump_toml
+from mmkit.registry import Registry, get_registry
+from mmkit.rng import RngSnapshot, restore_rng, seed_everything
+from mmkit.rundir import LAST, RunDir, RunLock, prepare_run_dir
+from mmkit.trained import load_trained
+
+
+class TrainingError(MmkitError):
+    """Training cannot go on (e.g. a non-finite loss)."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    renamed: bool = False
+    interrupted: bool = False
+
+
+@dataclass
+class TrainState:
+    """Where training stands; ``state_dict()`` is what a checkpoint stores (JSON), so a resumed run
+    continues bitwise where the interrupted one stopped.
+
+    ``batch_in_epoch`` counts this rank's micro-batches of the current epoch already trained (the
+    position a map-style dataset resumes from); ``data`` holds a data source's own position (a
+    streaming source's), ``rng`` every generator's state after the last optimizer step. ``stop`` (a
+    reason) and ``interrupt`` are requests for the next step boundary and are not saved.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: dict[str, Any] = field(default_factory=dict)
+    bad_evals: int = 0
+    samples_seen: int = 0
+    train_time: float = 0.0
+    world: int = 1
+    rng: Any = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    stop: str | None = None
+    interrupt: bool = False
+
+    SAVED = ("step", "epoch", "batch_in_epoch", "best", "bad_evals", "samples_seen", "train_time", "world", "rng",
+             "data")
+
+    def state_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.SAVED}
+        out["rng"] = self.rng.to_dict() if isinstance(self.rng, RngSnapshot) else dict(self.rng)
+        out["best"], out["data"] = dict(self.best), dict(self.data)
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for key in self.SAVED:
+            if key in state:
+                setattr(self, key, state[key])
+
+
+@dataclass
+class Precision:
+    """Autocast dtype (None = fp32) and a grad scaler that is enabled only for fp16."""
+
+    dtype: torch.dtype | None
+    scaler: Any
+
+    @classmethod
+    def choose(cls, setting: str, device: torch.device) -> Precision:
+        dtype, scale = cls._dtype(setting, device)
+        return cls(dtype, torch.amp.GradScaler(device.type, enabled=scale))
+
+    @staticmethod
+    def _dtype(setting: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+        if setting == "fp32" or (setting == "auto" and device.type != "cuda"):
+            return None, False
+        if setting in ("auto", "bf16"):
+            if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+                if setting == "bf16":
+                    raise RecipeError("train.precision = 'bf16' but this GPU does not support bf16; use fp16 or fp32")
+                return torch.float16, True
+            return torch.bfloat16, False
+        if device.type != "cuda":
+            raise RecipeError("train.precision = 'fp16' needs a CUDA device; use bf16 or fp32 on CPU")
+        return torch.float16, True
+
+    @property
+    def name(self) -> str:
+        return str(self.dtype).replace("torch.", "") if self.dtype else "fp32"
+
+
+@dataclass
+class Monitor:
+    """The validation metric that picks the best checkpoint (and drives early stopping)."""
+
+    metric: str
+    mode: str  # "min" | "max"
+
+    @classmethod
+    def from_recipe(cls, train: Mapping[str, Any], head: Any) -> Monitor:
+        metric = (train["monitor"] if train["monitor"] != "auto" else head.monitor).removeprefix("val.")
+        if train["monitor_mode"] != "auto":
+            return cls(metric, train["monitor_mode"])
+        return cls(metric, head.monitor_mode if metric == head.monitor else ("min" if "loss" in metric else "max"))
+
+    def update(self, state: TrainState, values: Mapping[str, float], source: str) -> bool:
+        """Record ``values`` in ``state.best``/``bad_evals``; True when the monitored metric improved."""
+        if self.metric not in values:
+            raise RecipeError(f"{source}: train.monitor {self.metric!r} is not a metric of this head; "
+                              f"available: {', '.join(sorted(values))}")
+        current, prev = values[self.metric], state.best.get("value")
+        if prev is not None and not (current < prev if self.mode == "min" else current > prev):
+            state.bad_evals += 1
+            return False
+        state.best = {"value": current, "metric": self.metric, "step": state.step, "epoch": state.epoch,
+                      "val": dict(values)}
+        state.bad_evals = 0
+        return True
+
+
+class _Printer:
+    """Messages for humans on stderr: rank 0 only, silent with ``quiet``."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+        self.console: Any = None
+        if on:
+            from rich.console import Console
+
+            self.console = Console(stderr=True, highlight=False)
+
+    def __call__(self, message: str) -> None:
+        if self.on:
+            self.console.print(message, markup=False)
+
+
+class Trainer:
+    """Trains what a recipe names on CPU, one GPU or many processes (torchrun).
+
+    ``mode``: new | resume | overwrite (:func:`mmkit.rundir.prepare_run_dir`). ``callbacks`` are
+    instances added after the built-in ones and the recipe's ``[train] callbacks``.
+    """
+
+    #: the clock of ``train_time`` (a benchmark may swap in ``time.process_time``)
+    clock = staticmethod(time.perf_counter)
+    #: builds the DataLoaders from the plan (another data source supplies its own, same interface)
+    data_class: type[TrainData] = TrainData
+
+    def __init__(self, recipe: Recipe, *, mode: str = "new", quiet: bool = False, registry: Registry | None = None,
+                 callbacks: Iterable[Callback] = ()) -> None:
+        self.recipe, self.mode, self.quiet = recipe, mode, quiet
+        self.cfg = recipe.train
+        self.registry = registry or get_registry()
+        self.seed = int(recipe.run["seed"])
+        self.state = TrainState()
+        self.extra_callbacks = list(callbacks)
+        self.callbacks = CallbackList([])  # built at the end of setup()
+        self.step_metrics: dict[str, Any] = {}
+        self.last_eval: tuple[int, dict[str, float]] | None = None
+        self._micro: list[float] = []  # losses of the current step's micro-batches
+        self._aux: dict[str, float] = {}
+        self._samples = 0
+        self._resume: dict[str, Any] | None = None
+        self._resume_from = Path()
+        self._last_tick, self._epoch_mark = 0.0, (0.0, 0)
+
+    # ------------------------------------------------------------------------------------ the loop
+    def fit(self) -> RunResult:
+        """Set up, train until :meth:`done`, evaluate, write the summary; Ctrl-C (or a stop request
+        with ``interrupt``) writes checkpoints/last and returns ``interrupted``."""
+        self.t0 = self.clock()
+        self.setup_process()
+        self.setup_run_dir()
+        with RunLock(self.run.path) if self.dist.main else nullcontext():
+            try:
+                self.setup()
+                self.callbacks.fire("on_fit_start", self)
+                self._start_clock()
+                batches = self.data.batches(self.state)
+                try:
+                    while not self.done():
+                        if self.train_step(next(batches)):
+                            self.end_step()
+                except KeyboardInterrupt:
+                    self.request_stop("interrupted", interrupt=True)
+                return self.finish()
+            finally:
+                self.callbacks.fire("teardown", self)
+
+    def done(self) -> bool:
+        """Every stop condition: the step budget is spent, or a stop was requested (early stopping,
+        a callback, an interruption)."""
+        return self.state.step >= self.total_steps or self.state.stop is not None
+
+    def request_stop(self, reason: str, *, interrupt: bool = False) -> None:
+        """Stop at the next step boundary. ``interrupt``: like Ctrl-C (checkpoint, no final
+        evaluation, resumable); otherwise training ends normally (final evaluation, summary)."""
+        if self.state.stop is None:
+            self.state.stop = reason
+        self.state.interrupt = self.state.interrupt or interrupt
+
+    # ------------------------------------------------------------------------------------ setup
+    def setup_process(self) -> None:
+        """Process group, device, precision, seeds."""
+        t = self.cfg
+        kind = "cuda" if t["device"] == "cuda" or (t["device"] == "auto" and torch.cuda.is_available()) else "cpu"
+        self.dist: Dist = init_distributed(kind)
+        self.device = choose_device(t["device"], self.dist.local_rank, what="train.device")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.precision = Precision.choose(t["precision"], self.device)
+        self.say = _Printer(self.dist.main and not self.quiet)
+        seed_everything(self.seed)
+
+    def setup_run_dir(self) -> None:
+        """The run directory: rank 0 creates (or finds) it, the other ranks follow."""
+        made: tuple[str, bool] = ("", False)
+        if self.dist.main:
+            path, renamed = prepare_run_dir(self.recipe.run["output_dir"], self.recipe.run["name"], self.mode)
+            made = (str(path), renamed)
+        path_text, self.renamed = self.dist.broadcast(made)
+        self.run = RunDir(Path(path_text))
+
+    def setup(self) -> None:
+        """Model, data, strategy, optimizer, resumed state, callbacks (in this order)."""
+        self.setup_model()
+        self.setup_data()
+        self.strategy = make_strategy(self.cfg["strategy"], self.dist, self.device, self.recipe.source)
+        self.net: nn.Module = self.strategy.wrap(self.model)
+        if self.cfg["compile"]:
+            self.net = torch.compile(self.net)  # type: ignore[assignment]
+        self.optimizer = make_optimizer(param_groups(self.model, self.recipe), self.recipe)
+        self.schedule = Schedule.from_recipe(self.cfg, self.total_steps)
+        self.monitor = Monitor.from_recipe(self.cfg, self.model.head)
+        if self._resume is not None:
+            self.restore(self._resume)
+        self.state.rng = RngSnapshot()
+        self.callbacks = CallbackList(build_callbacks(self.cfg["callbacks"], self.registry, self.recipe.source,
+                                                      self.extra_callbacks, self.say), self.dist.main)
+        self.net.train()
+
+    def setup_model(self) -> None:
+        """Data plan and model: fitted on the training split, or restored from checkpoints/last."""
+        self.plan = plan_data(self.recipe, load_splits(self.recipe, self.registry))
+        last = self.run.checkpoint(LAST, fallback=None, recover=True) if self.mode == "resume" else None
+        if last is not None:
+            trained = load_trained(self.run.path, checkpoint=LAST, recipe=self.recipe, plan=self.plan,
+                                   registry=self.registry)
+            self.model, self._resume = trained.model, trained.state
+            self._resume_from = last
+        else:
+            if self.mode == "resume":
+                self.say(f"resume: {self.run.path} has no checkpoint yet; training from the start")
+            self.model = assemble(self.recipe, self.registry, self.plan)
+        if self.dist.main:
+            self.run.write_recipe(dump_toml(self.recipe.to_dict()))
+        self.model.to(self.device)
+        trainable, frozen = count_parameters(self.model)
+        self.params = {"trainable": trainable, "frozen": frozen}
+        self.say(f"model: {trainable:,} trainable + {frozen:,} frozen parameters on {self.device}"
+                 + (f" with {self.precision.name} autocast" if self.precision.dtype else ""))
+
+    def setup_data(self) -> None:
+        """Frozen-encoder caches and the DataLoaders; the step budget follows from the epoch length."""
+        t = self.cfg
+        fields = make_fields(self.model, self.plan, self.registry)
+        started = time.perf_counter()
+        caches = build_caches(self.model, fields, self.plan, self.device, max(64, t["batch_size"]), t["cache"],
+                              self.say)
+        self.cache_info = cache_info(caches, self.plan)
+        if self.cache_info:
+            self.cache_info["seconds"] = round(time.perf_counter() - started, 2)
+            self.say(f"cache: frozen encoder outputs computed once for {', '.join(sorted(caches.get('train', {})))}")
+        self.data = self.data_class(self.plan, fields, self.model.head, caches, batch_size=t["batch_size"],
+                              workers=t["num_workers"], seed=self.seed, dist=self.dist, device=self.device)
+        steps_per_epoch = max(1, math.ceil(self.data.batches_per_epoch / t["grad_accum"]))
+        self.total_steps = t["max_steps"] if t["max_steps"] > 0 else t["epochs"] * steps_per_epoch
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint: optimizer, grad scaler, TrainState and every RNG."""
+        training = ckpt.read_training_state(self._resume_from)
+        if training is not None:
+            self.optimizer.load_state_dict(training["optimizer"])
+            if training.get("scaler"):  # empty when saved by a disabled (non-fp16) scaler
+                self.precision.scaler.load_state_dict(training["scaler"])
+        self.state.load_state_dict(saved)
+        self.data.load_state_dict(self.state.data)
+        restore_rng(self.state.rng, cuda=self.device.type == "cuda")
+        if self.state.world != self.dist.world:  # data shards differ across world sizes: restart the epoch's data
+            self.say(f"resume: world size changed {self.state.world} -> {self.dist.world}; "
+                     f"epoch {self.state.epoch} restarts its data")
+            self.state.batch_in_epoch = 0
+        self.state.world = self.dist.world
+        self.say(f"resume: continuing {self.run.path} from step {self.state.step} (epoch {self.state.epoch})")
+
+    # ------------------------------------------------------------------------------------ one step
+    def train_step(self, batch: Batch) -> bool:
+        """Forward and backward of one micro-batch; on the last micro-batch of an optimizer step (or
+        of the epoch) also the schedule, unscaling, clipping and the optimizer step. True when an
+        optimizer step was taken."""
+        t, s = self.cfg, self.state
+        batch = batch.to(self.device, non_blocking=True)
+        n = len(self._micro) + 1
+        sync = n == t["grad_accum"] or s.batch_in_epoch + n >= self.data.batches_per_epoch
+        with self.strategy.no_sync(self.net, sync), autocast(self.device, self.precision.dtype):
+            out = self.net(batch)
+        loss = self._checked_loss(out.loss)
+        self.precision.scaler.scale(out.loss / t["grad_accum"]).backward()
+        self._micro.append(loss)
+        self._samples += batch.size * self.dist.world
+        for key, value in out.aux.items():
+            self._aux[key] = self._aux.get(key, 0.0) + float(value.detach())
+        if not sync:
+            return False
+        lr = self.schedule.apply(self.optimizer, s.step)
+        scaler = self.precision.scaler
+        scaler.unscale_(self.optimizer)
+        if t["grad_clip"] > 0:
+            self.strategy.clip_grad_norm(self.model, t["grad_clip"])
+        scaler.step(self.optimizer)
+        scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._commit_step(lr)
+        return True
+
+    def _checked_loss(self, loss: torch.Tensor | None) -> float:
+        if loss is None:
+            raise TrainingError("the head returned no loss for a training batch (are targets missing?)")
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingError(f"non-finite loss ({value}) at step {self.state.step + 1} (epoch {self.state.epoch}); "
+                                f"try a lower train.lr (now {self.cfg['lr']}), train.precision = 'fp32', "
+                                f"or a grad_clip")
+        return value
+
+    def _commit_step(self, lr: float) -> None:
+        s, n = self.state, len(self._micro)
+        s.step += 1
+        s.batch_in_epoch += n
+        s.samples_seen += self._samples
+        s.rng = RngSnapshot()
+        self._tick()
+        self.step_metrics = {"loss": sum(self._micro) / n, "lr": lr, "samples": self._samples, "micro_batches": n,
+                             "aux": {k: v / n for k, v in self._aux.items()}}
+        self._micro, self._aux, self._samples = [], {}, 0
+
+    def end_step(self) -> None:
+        """After an optimizer step: callbacks, the end of an epoch, evaluation and checkpoints when due."""
+        s, t = self.state, self.cfg
+        self.callbacks.fire("on_step_end", self)
+        due = bool(t["eval_every"]) and s.step % t["eval_every"] == 0
+        if s.batch_in_epoch >= self.data.batches_per_epoch:
+            self.end_epoch()
+            due = due or not t["eval_every"]
+        if due:
+            self.validate()
+        elif t["checkpoint_every"] and s.step % t["checkpoint_every"] == 0:
+            self.save_checkpoint(LAST)
+
+    def end_epoch(self) -> None:
+        s = self.state
+        seconds = self._tick() - self._epoch_mark[0]
+        samples = s.samples_seen - self._epoch_mark[1]
+        self.callbacks.fire("on_epoch_end", self, {"seconds": seconds, "samples_per_s": samples / max(seconds, 1e-9)})
+        s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+        self._epoch_mark = (s.train_time, s.samples_seen)
+
+    # ------------------------------------------------------------------------------------ evaluation
+    def validate(self, save: bool = True) -> dict[str, float] | None:
+        """Evaluate on the validation split, track the best, tell the callbacks, save checkpoints/last
+        (evaluation and saving are not training time)."""
+        with self._paused():
+            values = None
+            if self.data.val is not None:
+                values = self.evaluate(self.data.val)
+                improved = self.monitor.update(self.state, values, self.recipe.source)
+                self.last_eval = (self.state.step, values)
+                self.callbacks.fire("on_eval_end", self, values, improved)
+            if save:
+                self.save_checkpoint(LAST)
+        return values
+
+    def evaluate(self, loader: Iterable[Batch]) -> dict[str, float]:
+        return evaluate(self.net, loader, self.device, self.precision.dtype, self.dist.gather_metrics)
+
+    @contextmanager
+    def _paused(self) -> Iterator[None]:
+        self._tick()
+        try:
+            yield
+        finally:
+            self._last_tick = self.clock()
+
+    def _start_clock(self) -> None:
+        self._last_tick = self.clock()
+        self._epoch_mark = (self.state.train_time, self.state.samples_seen)
+
+    def _tick(self) -> float:
+        """Add the time since the last tick to ``train_time``; returns the new total."""
+        now = self.clock()
+        self.state.train_time += now - self._last_tick
+        self._last_tick = now
+        return self.state.train_time
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, name: str) -> None:
+        """Write ``checkpoints/NAME`` atomically. Every rank calls it (a sharded strategy gathers the
+        weights); rank 0 writes."""
+        module = self.strategy.state_module(self.model)
+        if not self.dist.main:
+            return
+        self.state.data = self.data.state_dict()
+        state = {**self.state.state_dict(), "fit_state": self.model.fit_state(), "model": self.recipe.model_signature(),
+                 "columns": {**self.plan.field_columns, **self.plan.target_columns}, "seed": self.seed}
+        training = {"optimizer": self.optimizer.state_dict(), "scaler": self.precision.scaler.state_dict()}
+        ckpt.save_checkpoint(self.run.checkpoints, name, module, state, training)
+
+    # ------------------------------------------------------------------------------------ the end
+    def finish(self) -> RunResult:
+        """Interrupted: checkpoints/last and a resume hint. Finished: the final evaluation, checkpoints/last
+        and summary.json. Then the callbacks' ``on_fit_end``."""
+        self._tick()
+        s = self.state
+        if s.interrupt:
+            self.save_checkpoint(LAST)
+            self.say(f"interrupted at step {s.step}; checkpoint written. Resume with: mmkit run {self.recipe.source} "
+                     f"--resume --set run.name={self.run.name}")
+            result = RunResult(self.run.path, {"interrupted": True, "steps": s.step}, self.renamed, True)
+        else:
+            final = self.final_metrics()
+            self.save_checkpoint(LAST)
+            result = RunResult(self.run.path, self.summary(final), self.renamed)
+            if self.dist.main:
+                self.run.write_summary(result.summary)
+        self.callbacks.fire("on_fit_end", self, result)
+        self.dist.finish()
+        return result
+
+    def final_metrics(self) -> dict[str, dict[str, float]]:
+        """Validation at the last step (evaluated again unless just done) and the test split."""
+        final: dict[str, dict[str, float]] = {}
+        if self.data.val is not None:
+            recent = self.last_eval is not None and self.last_eval[0] == self.state.step
+            values = self.last_eval[1] if recent else self.validate(save=False)  # type: ignore[index]
+            final["val"] = values  # type: ignore[assignment]
+        if self.data.test is not None:
+            final["test"] = self.evaluate(self.data.test)
+        return final
+
+    def summary(self, final: dict[str, dict[str, float]]) -> dict[str, Any]:
+        s = self.state
+        return {
+            "run_dir": str(self.run.path), "best": s.best, "final": final, "steps": s.step, "epochs": s.epoch,
+            "samples_seen": s.samples_seen, "samples_per_s": s.samples_seen / max(s.train_time, 1e-9),
+            "train_seconds": round(s.train_time, 2), "wall_seconds": round(self.clock() - self.t0, 2),
+            "stopped_early": s.stop is not None, "stop_reason": s.stop, "params": self.params,
+            "cache": self.cache_info, "device": str(self.device), "precision": self.precision.name,
+            "world_size": self.dist.world,
+        }
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.main
+
+
+def train(recipe: Recipe, *, mode: str = "new", quiet: bool = False, registry: Registry | None = None,
+          callbacks: Iterable[Callback] = ()) -> RunResult:
+    """Train what ``recipe`` names (see :class:`Trainer`); returns the run directory and its summary."""
+    return Trainer(recipe, mode=mode, quiet=quiet, registry=registry, callbacks=callbacks).fit()
+
+
+__all__ = ["Monitor", "Precision", "RunResult", "TrainState", "Trainer", "TrainingError", "train"]

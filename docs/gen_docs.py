@@ -49,7 +49,7 @@ def markdown_doc(doc: str) -> str:
 def hook_reference() -> str:
     """The generated hook reference (Markdown, without the markers)."""
     parts = []
-    for name, signature, firstresult, doc in hookspecs():
+    for _name, signature, firstresult, doc in hookspecs():
         flag = " *(firstresult: the first non-None answer wins)*" if firstresult else ""
         parts.append(f"#### `{signature}`{flag}\n\n{markdown_doc(doc)}\n")
     return "\n".join(parts)

@@ -1,17 +1,25 @@
 """mmkit: a plugin-based toolkit for multimodal deep learning in PyTorch.
 
-Importing ``mmkit`` is cheap: it never imports torch. The interfaces live in
-:mod:`mmkit.interfaces` (which does).
+**The public API** is what this package exports (``mmkit.__all__``) plus :mod:`mmkit.testing` (the
+contract kit) and its pytest fixture module :mod:`mmkit.testing_plugin`. Every other module is
+internal and may change in any release; plugins, the built-in ones included, use only the public
+names (a test enforces it). See docs/plugins.md for the stability policy.
+
+Importing ``mmkit`` is cheap: it never imports torch. The interfaces (``Encoder``, ``Fusion``,
+``Head``, ``Embedding``, ...) are loaded on first access (PEP 562), which imports torch::
 
     >>> import mmkit
     >>> [c.name for c in mmkit.list_components("fusion")]  # doctest: +SKIP
     ['attention', 'autoencoder', 'concat', 'cross-attention', 'transformer']
+    >>> class MyFusion(mmkit.Fusion): ...  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
+from mmkit.callbacks import Callback
 from mmkit.errors import (
     ComponentNotFoundError,
     DataError,
@@ -21,10 +29,85 @@ from mmkit.errors import (
     PluginError,
     RecipeError,
 )
-from mmkit.hookspecs import hookimpl
-from mmkit.registry import ComponentInfo, get_registry, reset_registry
+from mmkit.hookspecs import KINDS, hookimpl
+from mmkit.registry import ComponentInfo, Registry, get_registry, reset_registry
 
 __version__ = "0.1.0"
+
+#: Public names loaded on first access: name -> the (internal) module that defines it.
+_LAZY: dict[str, str] = {
+    # the component interfaces and the tensor bundles between them (import torch)
+    "Batch": "mmkit.interfaces",
+    "Component": "mmkit.interfaces",
+    "Embedding": "mmkit.interfaces",
+    "Encoder": "mmkit.interfaces",
+    "Fused": "mmkit.interfaces",
+    "Fusion": "mmkit.interfaces",
+    "Head": "mmkit.interfaces",
+    "Metrics": "mmkit.interfaces",
+    "Output": "mmkit.interfaces",
+    "Retrieval": "mmkit.interfaces",
+    "empty_embedding": "mmkit.interfaces",
+    "scatter_embedding": "mmkit.interfaces",
+    # modalities, datasets and tokenizers (standard library only)
+    "Modality": "mmkit.modality",
+    "DataSplits": "mmkit.datasets",
+    "WordTokenizer": "mmkit.tokenize",
+    "WordPieceTokenizer": "mmkit.tokenize",
+    "bundled_minilm_path": "mmkit.tokenize",
+    "make_tokenizer": "mmkit.tokenize",
+    "tokenizer_from_state": "mmkit.tokenize",
+    # loading local Hugging Face folders offline (standard library only until a load)
+    "check_hf_folder": "mmkit.offline",
+    "hub_offline": "mmkit.offline",
+    "local_folder": "mmkit.offline",
+}
+
+#: Public submodules reachable as attributes without an explicit import (``mmkit.testing.check_encoder``).
+_SUBMODULES = ("testing",)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load lazily
+    from mmkit import testing as testing
+    from mmkit.datasets import DataSplits
+    from mmkit.interfaces import (
+        Batch,
+        Component,
+        Embedding,
+        Encoder,
+        Fused,
+        Fusion,
+        Head,
+        Metrics,
+        Output,
+        Retrieval,
+        empty_embedding,
+        scatter_embedding,
+    )
+    from mmkit.modality import Modality
+    from mmkit.offline import check_hf_folder, hub_offline, local_folder
+    from mmkit.tokenize import (
+        WordPieceTokenizer,
+        WordTokenizer,
+        bundled_minilm_path,
+        make_tokenizer,
+        tokenizer_from_state,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: import a public name's module on first access, then cache the name here."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module 'mmkit' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
 
 
 def list_components(kind: str | None = None, pattern: str = "*") -> list[ComponentInfo]:
@@ -49,22 +132,20 @@ def create(kind: str, name: str, /, **params: Any) -> Any:
 
 def load(name_or_path: str, **kw: Any) -> Any:
     """Load a trained model for inference (``NAME``, ``NAME@3``, a model folder or a run directory):
-    a :class:`mmkit.predictor.Predictor` with ``predict``, ``embed``, ``search``, ``evaluate``, ``save``.
-    Keyword arguments (``device``, ``registry``, ``checkpoint``) go to :func:`mmkit.predictor.load`."""
+    a predictor with ``predict``, ``embed``, ``search``, ``evaluate``, ``save``.
+    Keyword arguments (``device``, ``registry``, ``checkpoint``) go to the loader."""
     from mmkit.predictor import load as _load
 
     return _load(name_or_path, **kw)
 
 
 __all__ = [
+    # registry and Python API (torch-free)
+    "KINDS",
+    "Callback",
     "ComponentInfo",
-    "ComponentNotFoundError",
-    "DataError",
-    "DuplicateComponentError",
-    "MmkitError",
-    "ParameterError",
-    "PluginError",
-    "RecipeError",
+    "Registry",
+    "__version__",
     "create",
     "describe",
     "get_registry",
@@ -72,4 +153,35 @@ __all__ = [
     "list_components",
     "load",
     "reset_registry",
+    # errors
+    "ComponentNotFoundError",
+    "DataError",
+    "DuplicateComponentError",
+    "MmkitError",
+    "ParameterError",
+    "PluginError",
+    "RecipeError",
+    # interfaces, modalities, datasets, tokenizers (lazy: the first access imports them)
+    "Batch",
+    "Component",
+    "Embedding",
+    "Encoder",
+    "Fused",
+    "Fusion",
+    "Head",
+    "Metrics",
+    "Output",
+    "Retrieval",
+    "empty_embedding",
+    "scatter_embedding",
+    "Modality",
+    "DataSplits",
+    "WordTokenizer",
+    "WordPieceTokenizer",
+    "bundled_minilm_path",
+    "make_tokenizer",
+    "tokenizer_from_state",
+    "check_hf_folder",
+    "hub_offline",
+    "local_folder",
 ]

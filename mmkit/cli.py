@@ -4,7 +4,6 @@ train or predict import the engine inside their bodies."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
@@ -30,14 +29,9 @@ class MmkitGroup(click.Group):
             return {}
         if self._plugin_commands is None or self._plugin_commands[0] is not registry:
             holder = click.Group()
-            hook = registry.pm.hook.register_commands
-            for impl in reversed(hook.get_hookimpls()):
-                if impl.hookwrapper or impl.wrapper:
-                    continue
-                try:
-                    impl.function(cli=holder)
-                except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
-                    click.echo(f"warning: plugin {impl.plugin_name!r} failed in register_commands: "
+            for plugin, _, exc in registry.call_each("register_commands", cli=holder):
+                if exc is not None:  # a broken plugin must not break the CLI
+                    click.echo(f"warning: plugin {plugin!r} failed in register_commands: "
                                f"{type(exc).__name__}: {exc}", err=True)
             commands = {n: c for n, c in holder.commands.items() if n not in self.commands}
             self._plugin_commands = (registry, commands)
@@ -155,14 +149,7 @@ def show_cmd(name: str, kind: str | None, as_json: bool) -> None:
     """
     registry = get_registry()
     if kind is None:
-        kinds = registry.kinds_of(name)
-        if not kinds:
-            messages = [registry._not_found_message(k, name) for k in KINDS]
-            best = min(messages, key=lambda m: ("did you mean" not in m, len(m)))
-            raise MmkitError(best.replace("unknown ", "unknown component ", 1))
-        if len(kinds) > 1:
-            raise MmkitError(f"{name!r} is registered as several kinds ({', '.join(kinds)}); add --kind KIND")
-        kind = kinds[0]
+        kind = registry.kind_of(name)
     info = registry.describe(kind, name)
     params = list(info.params or ())
     if as_json:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 
 @dataclass
@@ -29,3 +29,7 @@ class DataSplits:
     base_dir: Path | None = None
     name: str = "data"
     files: dict[str, str] = field(default_factory=dict)
+
+    def merged_columns(self, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Field -> column(s): these defaults overridden by a recipe's ``[data] columns``."""
+        return {**self.columns, **(overrides or {})}

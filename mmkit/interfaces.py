@@ -12,8 +12,9 @@ Conventions (checked by :mod:`mmkit.testing`):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -120,6 +121,19 @@ class Batch:
                      _to(self.targets, device, non_blocking), self.index.to(device, non_blocking=non_blocking))
 
 
+def _recording_init(init: Any) -> Any:
+    """Wrap a component's ``__init__`` so the outermost call records its arguments."""
+
+    @functools.wraps(init)
+    def __init__(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        if "_mmkit_init_args" not in self.__dict__:
+            self.__dict__["_mmkit_init_args"] = (args, dict(kwargs))
+        init(self, *args, **kwargs)
+
+    __init__._mmkit_records_args = True  # type: ignore[attr-defined]
+    return __init__
+
+
 class Component(nn.Module):
     """Shared behaviour: optional fitting on the training split, and JSON state saved with the model.
 
@@ -127,7 +141,22 @@ class Component(nn.Module):
     map, normalisation statistics). Whatever it learns that is not a tensor must be returned by
     ``get_fit_state`` (JSON-serialisable) and restored by ``set_fit_state`` when a trained model is
     loaded, before its weights.
+
+    A component remembers the arguments its constructor was called with (``init_args``, by
+    reference), so that the contract kit can build a fresh instance and check that the fit state and
+    the weights alone restore it, as loading a trained model does.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_mmkit_records_args", False):
+            cls.__init__ = _recording_init(init)  # type: ignore[method-assign]
+
+    @property
+    def init_args(self) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """``(args, kwargs)`` of the outermost constructor call, or None when unknown."""
+        return self.__dict__.get("_mmkit_init_args")
 
     def fit(self, values: Sequence[Any]) -> None:  # noqa: D102 - documented above
         return None
@@ -227,6 +256,27 @@ class Head(Component):
         return [{k: v[i].tolist() for k, v in preds.items() if isinstance(v, Tensor)} for i in range(n)]
 
 
+@runtime_checkable
+class Retrieval(Protocol):
+    """What a head declares to take part in retrieval (``mmkit.load(...).search``).
+
+    A head is searchable when it has both members (no base class needed; ``isinstance(head,
+    Retrieval)`` checks them):
+
+    * ``retrieval_modalities``: the modalities it embeds into one shared space, the default query
+      side first (e.g. ``("image", "text")``).
+    * ``retrieval_embeddings(preds)``: from the ``Output.preds`` of a batch, for each of those
+      modalities ``(embeddings [B, D] float, present [B] bool)``. Every modality has the same ``D``;
+      search scores are dot products, so L2-normalise the embeddings when cosine is meant. Rows whose
+      ``present`` is False are never returned by a search.
+    """
+
+    retrieval_modalities: tuple[str, ...]
+
+    def retrieval_embeddings(self, preds: Mapping[str, Any]) -> dict[str, tuple[Tensor, Tensor]]:
+        ...  # pragma: no cover - a protocol
+
+
 class Metrics:
     """Accumulates predictions over an evaluation; ``compute()`` gives ``{name: float}``.
 
@@ -282,4 +332,4 @@ def empty_embedding(batch: int, dim: int, device: torch.device | str, dtype: tor
 
 
 __all__ = ["Batch", "Component", "Embedding", "Encoder", "Fused", "Fusion", "Head", "Metrics", "Output",
-           "empty_embedding", "scatter_embedding"]
+           "Retrieval", "empty_embedding", "scatter_embedding"]

@@ -50,7 +50,7 @@ class Modality:
 
         path = Path(os.path.expanduser(os.fspath(value).strip()))
         relative = base_dir is not None and not path.is_absolute()
-        if relative:
+        if base_dir is not None and relative:
             path = Path(base_dir) / path
         if not path.is_file():
             where = f" (resolved against {base_dir})" if relative else ""

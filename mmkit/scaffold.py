@@ -2,20 +2,28 @@
 
 The generated package ``mmkit-NAME/`` has a ``pyproject.toml`` registering ``mmkit_NAME.plugin``
 in the ``mmkit`` entry-point group, a light plugin module (hooks only, registration by import
-string), a component skeleton that passes :mod:`mmkit.testing`, a test file and a README. The
-templates are plain strings in this module (``$placeholders``, :class:`string.Template`).
+string), one component skeleton per kind that passes :mod:`mmkit.testing`, a test file and a README.
+Several kinds go into one package (``--kind modality,encoder=gru,fusion=gated``), and a kind can be
+added to an existing package later (``--add``). The templates are plain strings in this module
+(``$placeholders``, :class:`string.Template`) and use only mmkit's public API.
 """
 
 from __future__ import annotations
 
+import ast
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Iterable
 
 from mmkit.errors import MmkitError
+from mmkit.hookspecs import KIND_HOOKS
 
-KINDS = ("encoder", "fusion", "head", "modality")
+#: Kinds that have a template, in the order they are generated (a modality's encoder follows it).
+KINDS = ("modality", "encoder", "fusion", "head")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -23,62 +31,187 @@ class ScaffoldError(MmkitError):
     """The plugin cannot be generated (invalid name, existing folder)."""
 
 
+def _camel(name: str) -> str:
+    return "".join(p.capitalize() for p in name.replace("-", "_").split("_"))
+
+
+def _check_name(name: str, what: str = "plugin name") -> str:
+    stem = name.replace("-", "_")
+    if not NAME_PATTERN.fullmatch(stem) or stem.endswith("_") or "__" in stem:
+        raise ScaffoldError(f"invalid {what} {name!r}: use lowercase letters, digits, '_' or '-', starting with "
+                            "a letter (e.g. 'gated', 'audio-cnn')")
+    return stem
+
+
 @dataclass(frozen=True)
 class PluginNames:
     """The names derived from ``NAME``."""
 
-    name: str  # component and entry-point name, as given (lowercase, '-' allowed)
+    name: str  # entry-point (plugin) name and default component name, as given (lowercase, '-' allowed)
     module: str  # the Python package: mmkit_NAME with '-' -> '_'
     dist: str  # distribution and folder name: mmkit-NAME
     cls: str  # CamelCase stem of the class names
 
     @classmethod
     def from_name(cls, name: str) -> "PluginNames":
-        stem = name.replace("-", "_")
-        if not NAME_PATTERN.fullmatch(stem) or stem.endswith("_") or "__" in stem:
-            raise ScaffoldError(
-                f"invalid plugin name {name!r}: use lowercase letters, digits, '_' or '-', starting with a letter "
-                "(e.g. 'gated', 'audio-cnn')")
-        return cls(name, f"mmkit_{stem}", f"mmkit-{name}", "".join(p.capitalize() for p in stem.split("_")))
+        stem = _check_name(name)
+        return cls(name, f"mmkit_{stem}", f"mmkit-{name}", _camel(stem))
 
 
-def plugin_files(name: str, kind: str = "encoder", mmkit_version: str | None = None) -> dict[str, str]:
-    """Relative path -> content of every file of the package for ``name`` and ``kind``."""
-    if kind not in KINDS:
-        raise ScaffoldError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+@dataclass(frozen=True)
+class Part:
+    """One generated component: its kind, its registered name and its class."""
+
+    kind: str
+    name: str
+
+    @property
+    def class_name(self) -> str:
+        return _camel(self.name) + CLASS_SUFFIX[self.kind]
+
+
+def parse_kinds(spec: str | Iterable[str], default_name: str) -> list[Part]:
+    """``"modality,encoder=gru,fusion"`` (or a list of such items) -> the parts to generate, in
+    :data:`KINDS` order. A component is called ``default_name`` unless ``KIND=NAME`` says otherwise;
+    a modality brings an encoder for it."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    names: dict[str, str] = {}
+    for item in (x.strip() for chunk in items for x in chunk.split(",")):
+        if not item:
+            continue
+        kind, _, name = item.partition("=")
+        kind, name = kind.strip(), name.strip() or default_name
+        if kind not in KINDS:
+            raise ScaffoldError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)} (KIND or KIND=NAME, "
+                                "comma-separated)")
+        if kind in names:
+            raise ScaffoldError(f"kind {kind!r} is given twice; a generated package has one component per kind")
+        _check_name(name, f"{kind} name")
+        names[kind] = name
+    if not names:
+        raise ScaffoldError(f"no kind given; choose from {', '.join(KINDS)}")
+    if "modality" in names:
+        names.setdefault("encoder", default_name)
+    return [Part(k, names[k]) for k in KINDS if k in names]
+
+
+def plugin_files(name: str, kind: str | Iterable[str] = "encoder", mmkit_version: str | None = None) -> dict[str, str]:
+    """Relative path -> content of every file of a new package for ``name`` and ``kind`` (one kind,
+    ``"modality,encoder=gru"``, or a list)."""
     names = PluginNames.from_name(name)
+    parts = parse_kinds(kind, name)
     if mmkit_version is None:
         from mmkit import __version__ as mmkit_version
-    values = {
-        "name": names.name, "module": names.module, "dist": names.dist, "cls": names.cls, "kind": kind,
-        "mmkit_version": mmkit_version, "summary": SUMMARIES[kind],
-        "hook": HOOKS[kind], "component_file": COMPONENT_FILES[kind], "class_name": names.cls + CLASS_SUFFIX[kind],
-    }
+    modality = next((p.name for p in parts if p.kind == "modality"), None)
+    values = _values(names, parts, mmkit_version, modality)
     m = names.module
-    files = {
-        "pyproject.toml": PYPROJECT,
-        "README.md": README,
-        f"{m}/__init__.py": INIT,
-        f"{m}/plugin.py": PLUGIN_MODALITY if kind == "modality" else PLUGIN,
-        f"{m}/{COMPONENT_FILES[kind]}.py": COMPONENTS[kind],
-        f"tests/test_{m}.py": TESTS[kind],
-    }
-    if kind == "modality":
-        files[f"{m}/encoder.py"] = MODALITY_ENCODER
-    return {path: Template(text).substitute(values) for path, text in files.items()}
+    files = {"pyproject.toml": PYPROJECT, "README.md": README, f"{m}/__init__.py": INIT,
+             f"{m}/plugin.py": PLUGIN + "".join(_hook(p, m, modality) for p in parts),
+             f"tests/test_{m}.py": TEST_HEADER + "".join(_tests(p, modality, m) for p in parts)}
+    out = {path: Template(text).substitute(values) for path, text in files.items()}
+    out.update(_component_files(names, parts, modality))
+    return out
 
 
-def create_plugin(name: str, kind: str = "encoder", directory: str | Path = ".") -> Path:
+def _values(names: PluginNames, parts: list[Part], mmkit_version: str, modality: str | None) -> dict[str, str]:
+    listing = "\n".join(f"- {p.kind} `{p.name}` (`{names.module}/{p.kind}.py`): {_summary(p, modality)}"
+                        for p in parts)
+    return {"name": names.name, "module": names.module, "dist": names.dist, "mmkit_version": mmkit_version,
+            "kinds": ",".join(p.kind if p.name == names.name else f"{p.kind}={p.name}" for p in parts),
+            "summary": "; ".join(f"{p.kind} {p.name}" for p in parts), "components": listing,
+            "first": parts[0].name}
+
+
+def _summary(part: Part, modality: str | None) -> str:
+    if part.kind == "encoder" and modality:
+        return f"Per-value MLP tokens of a {modality} sequence, masked-mean pooled"
+    return SUMMARIES[part.kind]
+
+
+def _hook(part: Part, module: str, modality: str | None = None) -> str:
+    return Template(HOOK).substitute(hook=KIND_HOOKS[part.kind], name=part.name, module=module, kind=part.kind,
+                                     class_name=part.class_name, summary=_summary(part, modality))
+
+
+def _tests(part: Part, modality: str | None, module: str) -> str:
+    template = TESTS["sequence-encoder" if part.kind == "encoder" and modality else part.kind]
+    return Template(template).substitute(name=part.name, modality=modality or "text", module=module)
+
+
+def _component_files(names: PluginNames, parts: list[Part], modality: str | None) -> dict[str, str]:
+    encoder = next((p.name for p in parts if p.kind == "encoder"), "")
+    out = {}
+    for part in parts:
+        template = SEQUENCE_ENCODER if part.kind == "encoder" and modality else COMPONENTS[part.kind]
+        out[f"{names.module}/{part.kind}.py"] = Template(template).substitute(
+            name=part.name, class_name=part.class_name, cls=_camel(part.name), modality=modality or "text",
+            encoder=encoder)
+    return out
+
+
+def create_plugin(name: str, kind: str | Iterable[str] = "encoder", directory: str | Path = ".") -> Path:
     """Write the package ``mmkit-NAME/`` into ``directory``; refuses to touch an existing folder."""
     files = plugin_files(name, kind)
     root = Path(directory) / PluginNames.from_name(name).dist
     if root.exists():
-        raise ScaffoldError(f"{root} already exists; nothing was written (choose another name or --dir)")
+        raise ScaffoldError(f"{root} already exists; nothing was written (choose another name or --dir, or add "
+                            "kinds to it with --add)")
     for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        _write(root / rel, text)
     return root
+
+
+def add_to_plugin(name: str, kind: str | Iterable[str], directory: str | Path = ".") -> tuple[Path, list[str]]:
+    """Add components of new kinds to the existing package ``DIR/mmkit-NAME``: their modules, a hook
+    each in the plugin module and their tests. Nothing is overwritten; everything is checked before
+    anything is written. Returns the package folder and the files written or extended."""
+    names = PluginNames.from_name(name)
+    root = Path(directory) / names.dist
+    m = names.module
+    plugin_py, test_py = root / m / "plugin.py", root / "tests" / f"test_{m}.py"
+    if not plugin_py.is_file():
+        raise ScaffoldError(f"{plugin_py} does not exist; create the package first (without --add)")
+    parts = parse_kinds(kind, name)
+    modality = next((p.name for p in parts if p.kind == "modality"), None) or _existing_modality(root / m)
+    plugin_text = plugin_py.read_text(encoding="utf-8")
+    for part in parts:
+        hook, module_file = KIND_HOOKS[part.kind], root / m / f"{part.kind}.py"
+        if re.search(rf"^def {hook}\(", plugin_text, re.M) or module_file.exists():
+            raise ScaffoldError(f"{names.dist} already has a {part.kind} ({hook} in {plugin_py.name} or "
+                                f"{module_file.name}); nothing was written")
+    writes = {root / rel: text for rel, text in _component_files(names, parts, modality).items()}
+    writes[plugin_py] = plugin_text.rstrip("\n") + "\n" + "".join(_hook(p, m, modality) for p in parts)
+    if test_py.is_file():
+        writes[test_py] = test_py.read_text(encoding="utf-8").rstrip("\n") + "\n\n\n" + "".join(
+            _tests(p, modality, m) for p in parts).lstrip("\n")
+    for path, text in writes.items():
+        _write(path, text)
+    return root, sorted(str(p.relative_to(root)) for p in writes)
+
+
+def _existing_modality(package: Path) -> str | None:
+    """The ``name`` of the modality class in an existing package's ``modality.py``, if any."""
+    path = package / "modality.py"
+    if not path.is_file():
+        return None
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["name"]:
+            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                return node.value.value
+    return None
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` atomically (temp file + rename): an interrupted run leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 # ------------------------------------------------------------------------------------ templates
@@ -88,9 +221,6 @@ SUMMARIES = {
     "head": "Linear classifier over integer labels; accuracy",
     "modality": "Sequences of numbers (a list in the cell, or a text file of numbers)",
 }
-HOOKS = {"encoder": "register_encoders", "fusion": "register_fusions", "head": "register_heads",
-         "modality": "register_modalities"}
-COMPONENT_FILES = {"encoder": "encoder", "fusion": "fusion", "head": "head", "modality": "modality"}
 CLASS_SUFFIX = {"encoder": "Encoder", "fusion": "Fusion", "head": "Head", "modality": "Modality"}
 
 PYPROJECT = '''\
@@ -128,45 +258,27 @@ __version__ = "0.1.0"
 
 PLUGIN = '''\
 """The hooks of plugin $name. Components are registered by import string, so loading the plugin
-(``mmkit list``) imports nothing but mmkit; the component module is imported when a recipe builds it."""
+(``mmkit list``) imports nothing but mmkit; a component's module is imported when a recipe builds it."""
 
 import mmkit
 
-from $module import __version__  # shown by `mmkit list` when loaded with -p / MMKIT_PLUGINS
+from $module import __version__  # noqa: F401 - `mmkit list` shows it (with -p / MMKIT_PLUGINS)
+'''
 
+HOOK = '''
 
 @mmkit.hookimpl
 def $hook(register):
-    register("$name", "$module.$component_file:$class_name", summary="$summary")
-'''
-
-PLUGIN_MODALITY = '''\
-"""The hooks of plugin $name: the ``$name`` modality and its default encoder ``$name-mlp``.
-Components are registered by import string, so loading the plugin imports nothing but mmkit."""
-
-import mmkit
-
-from $module import __version__  # shown by `mmkit list` when loaded with -p / MMKIT_PLUGINS
-
-
-@mmkit.hookimpl
-def register_modalities(register):
-    register("$name", "$module.modality:${cls}Modality", summary="$summary")
-
-
-@mmkit.hookimpl
-def register_encoders(register):
-    register("$name-mlp", "$module.encoder:${cls}Encoder",
-             summary="Per-value MLP tokens of a $name sequence, masked-mean pooled")
+    register("$name", "$module.$kind:$class_name",
+             summary="$summary")
 '''
 
 ENCODER = '''\
 """The ``$name`` encoder: UTF-8 bytes -> embeddings -> a small MLP; pooled = masked mean.
 
-Replace the body with your model; keep the contract (see ``mmkit.interfaces.Encoder``):
-``preprocess`` runs in DataLoader workers, ``collate`` pads the present samples, ``forward``
-returns an :class:`~mmkit.interfaces.Embedding` whose values for a sample do not depend on the
-other samples of the batch.
+Replace the body with your model; keep the contract (see ``mmkit.Encoder``): ``preprocess`` runs in
+DataLoader workers, ``collate`` pads the present samples, ``forward`` returns an ``mmkit.Embedding``
+whose values for a sample do not depend on the other samples of the batch.
 """
 
 from __future__ import annotations
@@ -176,8 +288,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from mmkit.errors import ParameterError
-from mmkit.interfaces import Embedding, Encoder
+from mmkit import Embedding, Encoder, ParameterError
 
 
 class $class_name(Encoder):
@@ -223,8 +334,10 @@ class $class_name(Encoder):
 FUSION = '''\
 """The ``$name`` fusion: a gated mean of the present modalities' projected pooled vectors.
 
-Contract (see ``mmkit.interfaces.Fusion``): any subset of the modalities may be present per sample,
-a modality may be missing from the dict, and absent rows must not influence the output.
+Contract (see ``mmkit.Fusion``): any subset of the modalities may be present per sample, a modality
+may be missing from the dict, and absent rows must not influence the output. The constructor takes
+``dim`` and ``modality_dropout`` like the built-in fusions, so ``--set model.fusion.type=$name``
+swaps it into a recipe written for another fusion.
 """
 
 from __future__ import annotations
@@ -234,8 +347,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from mmkit.errors import ParameterError
-from mmkit.interfaces import Embedding, Fused, Fusion
+from mmkit import Embedding, Fused, Fusion, ParameterError
 
 
 class $class_name(Fusion):
@@ -245,33 +357,44 @@ class $class_name(Fusion):
     Args:
         dim: width of the fused vector.
         dropout: dropout on the fused vector (training only).
+        modality_dropout: probability of hiding each present modality of a sample in training (a
+            sample whose modalities would all be hidden keeps them).
     """
 
     has_tokens = False
 
     def __init__(self, input_dims: dict[str, int], token_inputs: dict[str, bool] | None = None, dim: int = 128,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, modality_dropout: float = 0.0) -> None:
         super().__init__()
-        if dim < 1:
-            raise ParameterError(f"$name: dim must be positive, got {dim}")
+        if dim < 1 or not 0.0 <= modality_dropout < 1.0:
+            raise ParameterError(f"$name: need dim >= 1 and 0 <= modality_dropout < 1, "
+                                 f"got {dim}, {modality_dropout}")
         self.dim = dim
+        self.modality_dropout = modality_dropout
         self.modalities = sorted(input_dims)
         self.proj = nn.ModuleDict({m: nn.Linear(input_dims[m], dim) for m in self.modalities})
         self.gate = nn.ModuleDict({m: nn.Linear(dim, 1) for m in self.modalities})
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
+    def _taking_part(self, embeddings: Mapping[str, Embedding]) -> dict[str, torch.Tensor]:
+        """Per modality, the samples that take part: the present ones, less modality dropout in training."""
+        keep = {m: e.present for m, e in embeddings.items() if m in self.proj}
+        if not (self.training and self.modality_dropout > 0 and keep):
+            return keep
+        present = torch.stack(list(keep.values()), dim=1)
+        kept = present & (torch.rand(present.shape, device=present.device) >= self.modality_dropout)
+        kept = torch.where(kept.any(dim=1, keepdim=True), kept, present)
+        return {m: kept[:, i] for i, m in enumerate(keep)}
+
     def forward(self, embeddings: Mapping[str, Embedding]) -> Fused:
         first = next(iter(embeddings.values()))
         batch = first.pooled.shape[0]
         total = first.pooled.new_zeros(batch, self.dim)
         weight = first.pooled.new_zeros(batch, 1)
-        for m in self.modalities:
-            if m not in embeddings:
-                continue
-            e = embeddings[m]
-            present = e.present.unsqueeze(-1).to(total.dtype)
-            vec = self.proj[m](e.pooled)
+        for m, keep in self._taking_part(embeddings).items():
+            present = keep.unsqueeze(-1).to(total.dtype)
+            vec = self.proj[m](embeddings[m].pooled)
             gate = torch.sigmoid(self.gate[m](vec)) * present  # absent rows get weight 0
             total = total + torch.where(present.bool(), gate * vec, torch.zeros_like(vec))
             weight = weight + gate
@@ -282,8 +405,8 @@ class $class_name(Fusion):
 HEAD = '''\
 """The ``$name`` head: a linear classifier over integer labels ``0 .. num_classes-1``.
 
-Contract (see ``mmkit.interfaces.Head``): ``fields`` names the target columns, the loss is None
-without targets, ``new_metrics`` accumulates over an evaluation, ``decode`` gives JSON rows.
+Contract (see ``mmkit.Head``): ``fields`` names the target columns, the loss is None without
+targets, ``new_metrics`` accumulates over an evaluation, ``decode`` gives JSON rows.
 """
 
 from __future__ import annotations
@@ -294,8 +417,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmkit.errors import DataError, ParameterError
-from mmkit.interfaces import Batch, Fused, Head, Metrics, Output
+from mmkit import Batch, DataError, Fused, Head, Metrics, Output, ParameterError
 
 
 class ${cls}Metrics(Metrics):
@@ -381,7 +503,8 @@ MODALITY = '''\
 
 A cell is a list of numbers, or a path (relative to the manifest's folder) to a text file of
 numbers separated by whitespace or commas. An empty cell means the sample has no $name; a path to a
-file that does not exist is an error. Only the standard library is imported here.
+file that does not exist is an error (``Modality.resolve_path`` raises it). Only the standard library
+is imported here.
 """
 
 from __future__ import annotations
@@ -391,25 +514,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mmkit.errors import DataError
-from mmkit.modality import Modality
+from mmkit import DataError, Modality
 
 
 class $class_name(Modality):
     """Sequences of numbers: a list in the cell, or a text file of numbers."""
 
     name = "$name"
-    default_encoder = "$name-mlp"
+    default_encoder = "$encoder"  # used when a recipe's [model.encoders.$name] table has no type
 
     def load(self, value: Any, base_dir: Path | None = None) -> list[float]:
         if isinstance(value, (list, tuple)):
             return [float(v) for v in value]
         if isinstance(value, (str, os.PathLike)):
-            path = Path(value)
-            if not path.is_absolute() and base_dir is not None:
-                path = Path(base_dir) / path
-            if not path.is_file():
-                raise DataError(f"$name file not found: {path}")
+            path = self.resolve_path(value, base_dir)  # ~ and relative paths; a missing file is a DataError
             text = path.read_text(encoding="utf-8")
             try:
                 return [float(v) for v in re.split(r"[\\s,]+", text.strip()) if v]
@@ -418,8 +536,9 @@ class $class_name(Modality):
         raise DataError(f"a $name cell must be a list of numbers or a file path, got {type(value).__name__}")
 '''
 
-MODALITY_ENCODER = '''\
-"""The ``$name-mlp`` encoder: one token per value (an MLP of the value), masked-mean pooled."""
+SEQUENCE_ENCODER = '''\
+"""The ``$name`` encoder of the ``$modality`` modality: one token per value (an MLP of the value),
+masked-mean pooled."""
 
 from __future__ import annotations
 
@@ -428,11 +547,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from mmkit.errors import ParameterError
-from mmkit.interfaces import Embedding, Encoder
+from mmkit import Embedding, Encoder, ParameterError
 
 
-class ${cls}Encoder(Encoder):
+class $class_name(Encoder):
     """Encodes a sequence of numbers: each value becomes a token through a small MLP (with a learned
     position embedding); pooled is the masked mean of the tokens.
 
@@ -441,14 +559,14 @@ class ${cls}Encoder(Encoder):
         max_length: sequences are cut to this many values.
     """
 
-    modality = "$name"
+    modality = "$modality"  # the modality whose loaded values this encoder reads
     has_tokens = True
     deterministic_train = True
 
     def __init__(self, dim: int = 64, max_length: int = 512) -> None:
         super().__init__()
         if dim < 1 or max_length < 1:
-            raise ParameterError(f"$name-mlp: dim and max_length must be positive, got {dim}, {max_length}")
+            raise ParameterError(f"$name: dim and max_length must be positive, got {dim}, {max_length}")
         self.dim = dim
         self.max_length = max_length
         self.value = nn.Sequential(nn.Linear(1, dim), nn.GELU(), nn.Linear(dim, dim))
@@ -476,36 +594,47 @@ class ${cls}Encoder(Encoder):
 
 COMPONENTS = {"encoder": ENCODER, "fusion": FUSION, "head": HEAD, "modality": MODALITY}
 
-_TEST_HEADER = '''\
-"""Tests of plugin $name, with mmkit's contract kit (mmkit.testing)."""
+TEST_HEADER = '''\
+"""Tests of plugin $name, with mmkit's contract kit (mmkit.testing). The ``mmkit_registry`` fixture
+(an isolated registry) comes with mmkit, through its pytest plugin."""
 
 from __future__ import annotations
 
 import torch
 
 import mmkit.testing as kit
-from mmkit.testing_plugin import mmkit_registry  # noqa: F401 - the isolated-registry fixture
 
 import $module.plugin
 
-torch.set_num_threads(2)
+# Tiny models: one torch thread is fastest, and on a shared or busy machine more threads spin-wait
+# for each other (mmkit's docs/performance.md); run the suite with OMP_NUM_THREADS=1 as well.
+torch.set_num_threads(1)
 
 
 def test_plugin_module_is_light_and_its_components_are_documented():
     kit.check_plugin_module("$module.plugin")
-
-
 '''
 
 TESTS = {
-    "encoder": _TEST_HEADER + '''\
+    "encoder": '''
+
 def test_encoder_contract(mmkit_registry):
     mmkit_registry.register_plugin($module.plugin)
     encoder = mmkit_registry.create("encoder", "$name", dim=16)
     emb = kit.check_encoder(encoder, ["a short text", "a somewhat longer text to pad against", "x"])
     assert emb.pooled.shape == (3, 16)
 ''',
-    "fusion": _TEST_HEADER + '''\
+    "sequence-encoder": '''
+
+def test_encoder_contract(mmkit_registry):
+    mmkit_registry.register_plugin($module.plugin)
+    encoder = mmkit_registry.create("encoder", "$name", dim=16)
+    assert encoder.modality == "$modality"
+    emb = kit.check_encoder(encoder, [[1.0, 2.0, 3.0], [0.5], [4.0, 5.0]])
+    assert emb.pooled.shape == (3, 16)
+''',
+    "fusion": '''
+
 def test_fusion_contract(mmkit_registry):
     mmkit_registry.register_plugin($module.plugin)
 
@@ -515,36 +644,44 @@ def test_fusion_contract(mmkit_registry):
 
     fused = kit.check_fusion(build)
     assert fused.pooled.shape == (6, 16)
+
+
+def test_fusion_modality_dropout_hides_modalities_only_in_training(mmkit_registry):
+    mmkit_registry.register_plugin($module.plugin)
+    fusion = mmkit_registry.create("fusion", "$name", context={"input_dims": {"a": 4, "b": 4}}, dim=8,
+                                   modality_dropout=0.5)
+    embs = kit.random_embeddings({"a": 4, "b": 4}, 64)
+    fusion.eval()
+    with torch.no_grad():
+        assert torch.equal(fusion(embs).pooled, fusion(embs).pooled)  # no dropout in eval
+        fusion.train()
+        torch.manual_seed(0)
+        assert not torch.allclose(fusion(embs).pooled, fusion(embs).pooled)
 ''',
-    "head": _TEST_HEADER + '''\
+    "head": '''
+
 def test_head_contract(mmkit_registry):
-    from mmkit.interfaces import Batch, Fused
+    from mmkit import Batch, Fused
 
     mmkit_registry.register_plugin($module.plugin)
     head = mmkit_registry.create("head", "$name", context={"input_dim": 16, "modality_dims": {"image": 8}},
                                  num_classes=3)
     rows = [{"label": i % 3} for i in range(6)]
+    head.fit(rows)
     targets = head.collate_targets([head.preprocess_target(r) for r in rows])
     present = {"image": torch.ones(6, dtype=torch.bool)}
     fused = Fused(torch.randn(6, 16), inputs=kit.random_embeddings({"image": 8}, 6))
     out = kit.check_head(head, fused, Batch({}, present, targets, torch.arange(6)))
     assert out.preds["logits"].shape == (6, 3)
 ''',
-    "modality": _TEST_HEADER + '''\
+    "modality": '''
+
 def test_modality_contract(mmkit_registry, tmp_path):
     mmkit_registry.register_plugin($module.plugin)
     (tmp_path / "a.txt").write_text("1.5 2 3\\n4")
     modality = mmkit_registry.get("modality", "$name").load()
     values = kit.check_modality(modality, ["a.txt", [0.5, 1.0]], tmp_path)
     assert values == [[1.5, 2.0, 3.0, 4.0], [0.5, 1.0]]
-
-
-def test_default_encoder_contract(mmkit_registry):
-    mmkit_registry.register_plugin($module.plugin)
-    encoder = mmkit_registry.create("encoder", "$name-mlp", dim=16)
-    assert encoder.modality == "$name"
-    emb = kit.check_encoder(encoder, [[1.0, 2.0, 3.0], [0.5], [4.0, 5.0]])
-    assert emb.pooled.shape == (3, 16)
 ''',
 }
 
@@ -553,27 +690,30 @@ README = '''\
 
 An mmkit plugin: $summary.
 
-Generated by `mmkit new-plugin $name --kind $kind`. The plugin module `$module/plugin.py`
-registers the component by import string, so `mmkit list` never imports torch; the component lives
-in `$module/$component_file.py`.
+Generated by `mmkit new-plugin $name --kind $kinds`. The plugin module `$module/plugin.py`
+registers the components by import string, so `mmkit list` never imports torch:
+
+$components
+
+Add a kind later, from the folder that holds `$dist/`: `mmkit new-plugin $name --add --kind head`.
 
 ## Try it without installing
 
 ```bash
 PYTHONPATH=. MMKIT_PLUGINS=$module.plugin mmkit list
-PYTHONPATH=. MMKIT_PLUGINS=$module.plugin mmkit show $name
+PYTHONPATH=. MMKIT_PLUGINS=$module.plugin mmkit plugins
 ```
 
 ## Install, test, use
 
 ```bash
 pip install -e '.[test]'      # the entry point makes mmkit load the plugin automatically
-pytest                        # the contract kit: mmkit.testing
-mmkit list                    # shows '$name' from plugin '$name'
+OMP_NUM_THREADS=1 pytest      # the contract kit: mmkit.testing
+mmkit list                    # shows the components, from plugin '$name'
 mmkit -p no:$name list        # ... and blocks it
 ```
 
-In a recipe, refer to it by name (`type = "$name"`) and optionally require it:
+In a recipe, refer to a component by name (`type = "$first"`) and optionally require the plugin:
 
 ```toml
 [plugins]

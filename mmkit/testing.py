@@ -10,10 +10,12 @@
 
 Every check raises :class:`ContractError` (an ``AssertionError``) with a message that says what is
 wrong and, where it can, how to fix it. Besides each interface's own rules, the encoder, fusion and
-head checks all verify: float outputs and bool masks, a ``state_dict`` round trip, a JSON fit state
-that restores the same outputs, a device move (to CUDA when available, else to the ``meta`` device
-plus a scan for tensors that are not registered buffers), and freezing (``requires_grad_(False)``
-leaves every parameter and buffer unchanged through an optimizer step).
+head checks all verify: float outputs and bool masks, a ``state_dict`` round trip, that a *fresh*
+instance restored from the JSON fit state and the weights gives the same outputs (as loading a trained
+model does; ``check_encoder`` fits the encoder on the samples first), a device move (to CUDA when
+available, else to the ``meta`` device plus a scan for tensors that are not registered buffers), and
+freezing (``requires_grad_(False)`` leaves every parameter and buffer unchanged through an optimizer
+step).
 
 A pytest fixture ``mmkit_registry`` (an isolated registry for your plugin) lives in
 :mod:`mmkit.testing_plugin`.
@@ -28,12 +30,14 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+import functools
+from typing import Any, Callable, Iterable, Mapping, Sequence, cast, overload
 
 import torch
 from torch import Tensor, nn
 
-from mmkit.interfaces import Batch, Embedding, Encoder, Fused, Fusion, Head, Output, scatter_embedding
+from mmkit.interfaces import (Batch, Component, Embedding, Encoder, Fused, Fusion, Head, Output, Retrieval,
+                              scatter_embedding)
 
 #: Libraries a plugin module (and its package ``__init__``) must not import: listing stays fast.
 HEAVY_MODULES = ("torch", "timm", "transformers", "sentence_transformers")
@@ -112,7 +116,7 @@ def _check_state_dict(module: nn.Module, name: str | None = None) -> None:
                                     "(is it missing from state_dict?)")
 
 
-def _json_fit_state(component: nn.Module, name: str) -> dict[str, Any]:
+def _json_fit_state(component: Component, name: str) -> dict[str, Any]:
     """``get_fit_state()`` survives ``json.dumps``/``json.loads`` (it is saved with the model as JSON)."""
     state = component.get_fit_state()
     _require(isinstance(state, dict), f"{name}.get_fit_state() must return a dict, got {type(state).__name__}")
@@ -123,17 +127,44 @@ def _json_fit_state(component: nn.Module, name: str) -> dict[str, Any]:
     return json.loads(text)
 
 
-def _restored_copy(component: nn.Module, name: str) -> nn.Module:
-    """A copy restored the way a trained model is loaded: JSON fit state first, then the weights."""
+def fresh_instance(component: Component, factory: Callable[[], Component] | None = None) -> Component:
+    """A new, unfitted instance of ``component``'s class, built with the arguments ``component`` was
+    built with (:attr:`mmkit.Component.init_args`), or by ``factory()``; the caller's random state is
+    left as it was."""
+    name = type(component).__name__
+    recorded: Any = getattr(component, "init_args", None)
+    if factory is None and recorded is None:
+        raise ContractError(f"{name}: cannot build a fresh instance (it is not an mmkit Component, or was built "
+                            "without its constructor); pass factory=lambda: {name}(...) to the check")
+    with torch.random.fork_rng(devices=[]):
+        try:
+            if factory is not None:
+                return factory()
+            args, kwargs = recorded
+            return type(component)(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            raise ContractError(f"{name}: building a fresh instance failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _restored_fresh(component: Component, name: str, factory: Callable[[], Component] | None = None) -> Component:
+    """A *fresh* instance restored the way a trained model is loaded: built with the same arguments,
+    then ``set_fit_state(json(get_fit_state()))``, then ``load_state_dict`` (strict)."""
     state = _json_fit_state(component, name)
-    clone = copy.deepcopy(component)
+    fresh = fresh_instance(component, factory)
     try:
-        clone.set_fit_state(state)
-        clone.load_state_dict(component.state_dict())
+        fresh.set_fit_state(state)
+        fresh.load_state_dict(component.state_dict())
     except Exception as exc:  # noqa: BLE001
-        raise ContractError(f"{name}: restoring set_fit_state(json(get_fit_state())) then load_state_dict fails: "
-                            f"{type(exc).__name__}: {exc}") from exc
-    return clone
+        error = " ".join(str(exc).split()).rstrip(".")
+        raise ContractError(f"{name}: a fresh instance cannot be restored the way a trained model is loaded "
+                            f"(set_fit_state(json(get_fit_state())), then load_state_dict): {type(exc).__name__}: "
+                            f"{error}. set_fit_state must rebuild what fit() created (e.g. layers sized by a "
+                            "vocabulary) before the weights are loaded") from exc
+    return fresh
+
+
+RESTORE_FIX = ("get_fit_state() must return everything fit() learned that is not a registered parameter or "
+               "buffer, as JSON (dict keys become strings), and set_fit_state() must restore all of it")
 
 
 def _close(a: Tensor, b: Tensor, atol: float, rtol: float = 1e-3) -> bool:
@@ -216,8 +247,7 @@ def check_frozen(module: nn.Module, run: Callable[[nn.Module], Any], *, name: st
     out = run(frozen)
     live = [t for t in _tensors(out) if t.is_floating_point() and t.requires_grad]
     if live:
-        loss = sum(t.float().pow(2).mean() for t in live)
-        loss.backward()
+        torch.stack([t.float().pow(2).mean() for t in live]).sum().backward()
     for pname, p in frozen.named_parameters():
         _require(not p.requires_grad, f"{name}: parameter {pname} has requires_grad=True again after "
                                       "requires_grad_(False), train() and eval(): do not turn gradients back on "
@@ -234,74 +264,53 @@ def check_frozen(module: nn.Module, run: Callable[[nn.Module], Any], *, name: st
 
 # ------------------------------------------------------------------------------------------ encoder
 def check_encoder(encoder: Encoder, raw_samples: Sequence[Any], *, atol: float = 1e-4,
-                  device: str | torch.device | None = None) -> Embedding:
+                  device: str | torch.device | None = None, fit: bool = True,
+                  factory: Callable[[], Encoder] | None = None) -> Embedding:
     """Check an encoder on a few loaded raw values (at least 2, ideally of different sizes/lengths).
 
-    Checks: eval preprocessing is deterministic; ``forward`` gives float ``pooled [P, dim]`` (and
-    float tokens with a bool mask when ``has_tokens``), finite, with ``present`` all True; a sample's
-    output does not depend on the other samples it is batched with (padding is masked); absent samples
-    scatter to zeros; gradients reach the trainable parameters; ``state_dict`` and the JSON fit state
-    round-trip; the encoder moves to another device (``device``, else CUDA when available, else
-    ``meta``); a frozen copy stays unchanged through an optimizer step.
+    The checks run on a copy (``encoder`` itself is left as it is), which is first fitted on
+    ``raw_samples`` (``fit=False`` keeps the state it has). Checks:
+    eval preprocessing is deterministic; ``forward`` gives float ``pooled [P, dim]`` (and float tokens
+    with a bool mask when ``has_tokens``), finite, with ``present`` all True; a sample's output does
+    not depend on the other samples it is batched with (padding is masked); absent samples scatter to
+    zeros; gradients flow to the outputs and reach the trainable parameters; ``state_dict`` round-trips;
+    a *fresh* instance (built with the same arguments, or by ``factory()``) restored from the JSON fit
+    state and the ``state_dict`` gives the fitted encoder's outputs; the encoder moves to another device
+    (``device``, else CUDA when available, else ``meta``); a frozen copy stays unchanged through an
+    optimizer step.
     """
     name = type(encoder).__name__
     _require(len(raw_samples) >= 2, "check_encoder needs at least two raw samples")
     _require(isinstance(getattr(encoder, "dim", None), int) and encoder.dim > 0, f"{name}.dim must be a positive int")
     _require(isinstance(encoder.modality, str) and bool(encoder.modality), f"{name}.modality must name a modality")
+    encoder = copy.deepcopy(encoder)
+    if fit:
+        encoder.fit(list(raw_samples))
     encoder.eval()
     items = [encoder.preprocess(r, train=False) for r in raw_samples]
     again = [encoder.preprocess(r, train=False) for r in raw_samples]
     for i, (a, b) in enumerate(zip(items, again)):
-        _require(_same(a, b), f"{name}: preprocess(train=False) is not deterministic (sample {i})")
+        _require(_same(a, b), f"{name}: preprocess(train=False) is not deterministic (sample {i}): draw "
+                              "augmentation randomness only when train=True")
     collated = encoder.collate(items)
     with torch.no_grad():
         emb = encoder(collated)
     _check_embedding_rows(encoder, emb, len(items))
-    # batch invariance: each sample alone gives the same result as inside the batch (mask honoured)
-    with torch.no_grad():
-        for i in range(len(items)):
-            alone = encoder(encoder.collate([items[i]]))
-            diff = (alone.pooled[0].float() - emb.pooled[i].float()).abs().max().item()
-            _require(_close(alone.pooled[0], emb.pooled[i], atol),
-                     f"{name}: pooled output of sample {i} changes when it is batched with other samples "
-                     f"(max difference {diff:.3g}): padding or the token mask is not honoured")
-            if encoder.has_tokens and alone.tokens is not None and emb.tokens is not None:
-                n = int(alone.token_mask[0].sum())
-                real_b = emb.tokens[i][emb.token_mask[i]]
-                _require(int(emb.token_mask[i].sum()) == n,
-                         f"{name}: sample {i} has {n} real tokens alone but {int(emb.token_mask[i].sum())} in a batch")
-                _require(_close(alone.tokens[0][alone.token_mask[0]], real_b, atol),
-                         f"{name}: the real tokens of sample {i} change when it is batched with other samples")
+    _check_batch_invariance(encoder, items, emb, atol)
     present = torch.tensor([True, False] + [True] * (len(items) - 1))
     full = scatter_embedding(emb, present)
     _require(bool((full.pooled[1] == 0).all()), f"{name}: scatter of an absent sample is not zero")
-    # gradients reach trainable parameters only
-    encoder.train()
-    out = encoder(encoder.collate([encoder.preprocess(r, train=True) for r in raw_samples]))
-    _require(isinstance(out, Embedding) and out.pooled.is_floating_point(),
-             f"{name}: forward in train mode must return an Embedding with float pooled")
-    loss = out.pooled.float().pow(2).mean() + (out.tokens.float().pow(2).mean() if out.tokens is not None else 0)
-    encoder.zero_grad(set_to_none=True)
-    loss.backward()
-    trainable = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad]
-    frozen = [(n, p) for n, p in encoder.named_parameters() if not p.requires_grad]
-    if trainable:
-        _require(any(p.grad is not None and p.grad.abs().sum() > 0 for _, p in trainable),
-                 f"{name}: no trainable parameter received a gradient")
-    for pname, p in frozen:
-        _require(p.grad is None, f"{name}: frozen parameter {pname} received a gradient")
-    encoder.zero_grad(set_to_none=True)
-    encoder.eval()
+    _check_encoder_gradients(encoder, raw_samples)
     _check_state_dict(encoder, name)
     with torch.no_grad():  # the train-mode pass may have updated buffers (BatchNorm statistics)
         ref = encoder(collated)
-    clone = _restored_copy(encoder, name)
-    clone.eval()
+    fresh = cast(Encoder, _restored_fresh(encoder, name, factory))
+    fresh.eval()
     with torch.no_grad():
-        restored = clone(clone.collate([clone.preprocess(r, train=False) for r in raw_samples]))
+        restored = fresh(fresh.collate([fresh.preprocess(r, train=False) for r in raw_samples]))
     _require(_close(restored.pooled, ref.pooled, atol),
-             f"{name}: a copy restored from the JSON fit state and the state_dict gives different outputs "
-             "(does get_fit_state() hold everything fit() learned, e.g. a vocabulary with int keys?)")
+             f"{name}: a fresh instance restored from the JSON fit state and the state_dict gives different "
+             f"outputs than the fitted encoder: {RESTORE_FIX}")
 
     def run_on(module: nn.Module, dev: torch.device) -> Embedding:
         with torch.no_grad():
@@ -310,11 +319,71 @@ def check_encoder(encoder: Encoder, raw_samples: Sequence[Any], *, atol: float =
     check_device(encoder, run_on, ref, device=device, name=name)
 
     def run_frozen(module: nn.Module) -> Embedding:
-        return module(module.collate([module.preprocess(r, train=False) for r in raw_samples]))
+        enc = cast(Encoder, module)
+        return enc(enc.collate([enc.preprocess(r, train=False) for r in raw_samples]))
 
     check_frozen(encoder, run_frozen, name=name)
-    encoder.eval()
     return emb
+
+
+def _check_batch_invariance(encoder: Encoder, items: list[Any], emb: Embedding, atol: float) -> None:
+    """Each sample alone gives the same result as inside the batch: padding is masked everywhere."""
+    name = type(encoder).__name__
+    with torch.no_grad():
+        for i in range(len(items)):
+            alone = encoder(encoder.collate([items[i]]))
+            tokens = _token_pairs(encoder, alone, emb)
+            if tokens is not None:
+                (alone_tokens, alone_mask), (batch_tokens, batch_mask) = tokens
+                n, m = int(alone_mask[0].sum()), int(batch_mask[i].sum())
+                _require(m == n, f"{name}: sample {i} has {n} real tokens alone but {m} in a batch: padded "
+                                 "positions leak into token_mask (it must be False wherever collate padded)")
+            diff = (alone.pooled[0].float() - emb.pooled[i].float()).abs().max().item()
+            _require(_close(alone.pooled[0], emb.pooled[i], atol),
+                     f"{name}: pooled output of sample {i} changes when it is batched with other samples "
+                     f"(max difference {diff:.3g}): padding or the token mask is not honoured; leave padded "
+                     "positions out of pooling, attention and normalisation")
+            if tokens is not None:
+                _require(_close(alone_tokens[0][alone_mask[0]], batch_tokens[i][batch_mask[i]], atol),
+                         f"{name}: the real tokens of sample {i} change when it is batched with other samples: "
+                         "padded positions leak into real ones (mask attention and convolutions)")
+
+
+def _token_pairs(encoder: Encoder, alone: Embedding, emb: Embedding) -> Any:
+    """``((alone tokens, mask), (batch tokens, mask))`` when the encoder yields tokens, else None."""
+    if not encoder.has_tokens or alone.tokens is None or emb.tokens is None:
+        return None
+    if alone.token_mask is None or emb.token_mask is None:
+        return None
+    return (alone.tokens, alone.token_mask), (emb.tokens, emb.token_mask)
+
+
+def _check_encoder_gradients(encoder: Encoder, raw_samples: Sequence[Any]) -> None:
+    """In train mode the outputs carry a gradient that reaches the trainable parameters, and only them."""
+    name = type(encoder).__name__
+    encoder.train()
+    out = encoder(encoder.collate([encoder.preprocess(r, train=True) for r in raw_samples]))
+    _require(isinstance(out, Embedding) and out.pooled.is_floating_point(),
+             f"{name}: forward in train mode must return an Embedding with float pooled")
+    trainable = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad]
+    frozen = [(n, p) for n, p in encoder.named_parameters() if not p.requires_grad]
+    outputs = [t for t in (out.pooled, out.tokens) if t is not None]
+    if trainable:
+        _require(all(t.requires_grad for t in outputs),
+                 f"{name}: the output carries no gradient in train mode (is it detached, or computed under "
+                 "torch.no_grad()?): the encoder would never learn; do not detach in forward -- freezing is "
+                 "the engine's job")
+    live = [t.float().pow(2).mean() for t in outputs if t.requires_grad]
+    if live:
+        encoder.zero_grad(set_to_none=True)
+        torch.stack(live).sum().backward()
+    if trainable:
+        _require(any(p.grad is not None and p.grad.abs().sum() > 0 for _, p in trainable),
+                 f"{name}: no trainable parameter received a gradient")
+    for pname, p in frozen:
+        _require(p.grad is None, f"{name}: frozen parameter {pname} received a gradient")
+    encoder.zero_grad(set_to_none=True)
+    encoder.eval()
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -344,16 +413,18 @@ def _check_embedding_rows(encoder: Encoder, emb: Embedding, n: int) -> None:
     _require(isinstance(emb.present, Tensor) and emb.present.dtype == torch.bool and tuple(emb.present.shape) == (n,),
              f"{name}: present must be a bool [{n}] tensor (all True: forward only sees present samples)")
     _require(bool(emb.present.all()), f"{name}: present must be all True for the samples forward receives")
-    if encoder.has_tokens:
-        _require(emb.tokens is not None, f"{name}.has_tokens is True but forward returned no tokens")
-        _require(emb.tokens.dim() == 3 and emb.tokens.shape[0] == n and emb.tokens.shape[2] == encoder.dim,
-                 f"{name}: tokens must be [{n}, T, {encoder.dim}], got {tuple(emb.tokens.shape)}")
-        _require(emb.tokens.is_floating_point(), f"{name}: tokens must be a float tensor, got {emb.tokens.dtype}")
-        _require(emb.token_mask is not None and emb.token_mask.dtype == torch.bool
-                 and tuple(emb.token_mask.shape) == tuple(emb.tokens.shape[:2]),
-                 f"{name}: token_mask must be a bool [B, T] tensor")
-        _require(bool(emb.token_mask.any(dim=1).all()), f"{name}: a present sample has no real token")
-        _finite(emb.tokens, f"{name} tokens")
+    if not encoder.has_tokens:
+        return
+    tokens, mask = emb.tokens, emb.token_mask
+    if tokens is None:
+        raise ContractError(f"{name}.has_tokens is True but forward returned no tokens")
+    _require(tokens.dim() == 3 and tokens.shape[0] == n and tokens.shape[2] == encoder.dim,
+             f"{name}: tokens must be [{n}, T, {encoder.dim}], got {tuple(tokens.shape)}")
+    _require(tokens.is_floating_point(), f"{name}: tokens must be a float tensor, got {tokens.dtype}")
+    if mask is None or mask.dtype != torch.bool or tuple(mask.shape) != tuple(tokens.shape[:2]):
+        raise ContractError(f"{name}: token_mask must be a bool [B, T] tensor")
+    _require(bool(mask.any(dim=1).all()), f"{name}: a present sample has no real token")
+    _finite(tokens, f"{name} tokens")
 
 
 # ----------------------------------------------------------------------------------------- modality
@@ -483,7 +554,7 @@ def perturb_hidden(embs: Mapping[str, Embedding], seed: int = 1, scale: float = 
     for m, e in embs.items():
         pooled = torch.where(e.present[:, None], e.pooled, torch.randn(e.pooled.shape, generator=g) * scale)
         tokens = e.tokens
-        if tokens is not None:
+        if tokens is not None and e.token_mask is not None:
             tokens = torch.where(e.token_mask[..., None], tokens, torch.randn(tokens.shape, generator=g) * scale)
         out[m] = Embedding(pooled, e.present, tokens, e.token_mask)
     return out
@@ -539,8 +610,8 @@ def check_fusion(factory: Callable[[dict[str, int], dict[str, bool]], Fusion], *
             _check_fused(fusion, out, batch, name, embs)
             again = fusion(perturb_hidden(embs, seed + 1))
         _require(_close(out.pooled, again.pooled, atol, 1e-4),
-                 f"{name}: changing absent rows or padded tokens changed the pooled output "
-                 "(masks are not honoured)")
+                 f"{name}: changing absent rows or padded tokens changed the pooled output (masks are not "
+                 "honoured: ignore rows whose present is False and tokens whose token_mask is False)")
         if k > 1:  # a modality may be missing from the dict altogether
             partial = {m: e for m, e in embs.items() if m != names[k - 1]}
             with torch.no_grad():
@@ -550,30 +621,15 @@ def check_fusion(factory: Callable[[dict[str, int], dict[str, bool]], Fusion], *
                     raise ContractError(f"{name}: forward fails when {names[k - 1]!r} is missing from the input "
                                         f"dict: {type(exc).__name__}: {exc}") from exc
             _check_fused(fusion, part, batch, f"{name} ({names[k - 1]!r} missing from the dict)", partial)
-        # gradients
-        fusion.train()
-        torch.manual_seed(seed)
-        leaves = {m: Embedding(e.pooled.clone().requires_grad_(True), e.present,
-                               None if e.tokens is None else e.tokens.clone().requires_grad_(True), e.token_mask)
-                  for m, e in embs.items()}
-        out_train = fusion(leaves)
-        loss = out_train.pooled.float().pow(2).mean() + sum(out_train.aux_losses.values(), torch.tensor(0.0))
-        loss.backward()
-        grads = [e.pooled.grad for e in leaves.values()] + [e.tokens.grad for e in leaves.values()
-                                                             if e.tokens is not None]
-        _require(any(g is not None and bool(g.abs().sum() > 0) for g in grads),
-                 f"{name}: no gradient reaches the input embeddings")
-        params = [p for p in fusion.parameters() if p.requires_grad]
-        if params:
-            _require(any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params),
-                     f"{name}: no parameter of the fusion receives a gradient")
-        for m, e in leaves.items():
-            if e.pooled.grad is not None:
-                _finite(e.pooled.grad, f"{name}: gradient wrt {m} pooled")
-        fusion.zero_grad(set_to_none=True)
-        fusion.eval()
+        leaves = _check_fusion_gradients(fusion, embs, name, seed)
         _check_state_dict(fusion, name)
-        _json_fit_state(fusion, name)
+        with torch.no_grad():
+            ref = fusion(embs).pooled
+            fresh = _restored_fresh(fusion, name, functools.partial(factory, dict(sub), token_inputs))
+            restored = fresh.eval()(embs).pooled
+        _require(_close(ref, restored, atol, 1e-4),
+                 f"{name}: a fresh instance restored from the JSON fit state and the state_dict gives different "
+                 f"outputs: {RESTORE_FIX}")
 
         def run_on(module: nn.Module, dev: torch.device, embs: dict[str, Embedding] = embs) -> Tensor:
             with torch.no_grad():
@@ -591,6 +647,34 @@ def check_fusion(factory: Callable[[dict[str, int], dict[str, bool]], Fusion], *
         last = out
     assert last is not None
     return last
+
+
+def _check_fusion_gradients(fusion: Fusion, embs: Mapping[str, Embedding], name: str,
+                            seed: int) -> dict[str, Embedding]:
+    """In train mode gradients reach the present inputs and the fusion's parameters, finite."""
+    fusion.train()
+    torch.manual_seed(seed)
+    leaves = {m: Embedding(_leaf(e.pooled), e.present, _leaf(e.tokens), e.token_mask) for m, e in embs.items()}
+    out_train = fusion(leaves)
+    loss = out_train.pooled.float().pow(2).mean() + sum(out_train.aux_losses.values(), torch.tensor(0.0))
+    _require(loss.requires_grad, f"{name}: the fused output carries no gradient (is it detached, or computed "
+                                 "under torch.no_grad()?): nothing before or in the fusion would learn")
+    loss.backward()
+    grads = [e.pooled.grad for e in leaves.values()] + [e.tokens.grad for e in leaves.values()
+                                                         if e.tokens is not None]
+    _require(any(g is not None and bool(g.abs().sum() > 0) for g in grads),
+             f"{name}: no gradient reaches the input embeddings (are they detached?): the encoders would "
+             "never learn; do not detach the inputs")
+    params = [p for p in fusion.parameters() if p.requires_grad]
+    if params:
+        _require(any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params),
+                 f"{name}: no parameter of the fusion receives a gradient")
+    for m, e in leaves.items():
+        if e.pooled.grad is not None:
+            _finite(e.pooled.grad, f"{name}: gradient wrt {m} pooled")
+    fusion.zero_grad(set_to_none=True)
+    fusion.eval()
+    return leaves
 
 
 def _check_fused(fusion: Fusion, out: Fused, batch: int, name: str,
@@ -626,80 +710,36 @@ def _check_fused(fusion: Fusion, out: Fused, batch: int, name: str,
 
 
 # --------------------------------------------------------------------------------------------- head
-def check_head(head: Head, fused: Fused, batch: Batch, *, device: str | torch.device | None = None) -> Output:
-    """Check a head on a fused batch whose ``targets`` were made by the head's own
+def check_head(head: Head, fused: Fused, batch: Batch, *, device: str | torch.device | None = None,
+               factory: Callable[[], Head] | None = None) -> Output:
+    """Check a (fitted) head on a fused batch whose ``targets`` were made by the head's own
     ``preprocess_target``/``collate_targets``.
 
     Checks: training loss is a finite float scalar with a gradient reaching the head's parameters and
     the fused input; eval gives finite predictions; metrics compute to floats; ``decode`` gives one
     JSON-serialisable dict per row; predict mode (no targets) works and returns no loss;
-    ``state_dict`` and the JSON fit state round-trip; the head moves to another device; a frozen copy
-    stays unchanged through an optimizer step.
+    ``state_dict`` round-trips; a *fresh* instance (same arguments, or ``factory()``) restored from the
+    JSON fit state and the ``state_dict`` predicts the same; a head that declares
+    :class:`mmkit.Retrieval` returns well-formed retrieval embeddings; the head moves to another
+    device; a frozen copy stays unchanged through an optimizer step.
     """
     name = type(head).__name__
     _require(isinstance(head.fields, tuple) and all(isinstance(f, str) for f in head.fields),
              f"{name}.fields must be a tuple of field names, got {head.fields!r}")
-    head.train()
-    pooled = fused.pooled.detach().clone().requires_grad_(True)
-    tokens = None if fused.tokens is None else fused.tokens.detach().clone().requires_grad_(True)
-    inputs = {m: Embedding(e.pooled.detach().clone().requires_grad_(True), e.present,
-                           None if e.tokens is None else e.tokens.detach().clone().requires_grad_(True),
-                           e.token_mask) for m, e in fused.inputs.items()}
-    fused_in = Fused(pooled, tokens, fused.mask, inputs=inputs)
-    out = head(fused_in, batch)
-    _require(isinstance(out, Output), f"{name}.forward must return Output")
-    _require(out.loss is not None and out.loss.dim() == 0, f"{name}: training loss must be a scalar tensor")
-    _require(out.loss.is_floating_point(), f"{name}: the loss must be a float tensor, got {out.loss.dtype}")
-    _finite(out.loss, f"{name}: loss")
-    _require(out.loss.requires_grad, f"{name}: the loss has no gradient (is it detached, or computed under "
-                                     "torch.no_grad()?): training would not change the model")
-    head.zero_grad(set_to_none=True)
-    out.loss.backward()
-    params = [p for p in head.parameters() if p.requires_grad]
-    if params:
-        _require(any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params),
-                 f"{name}: no head parameter receives a gradient from the loss")
-    leaves = [t for t in (pooled, tokens) if t is not None]
-    leaves += [t for e in inputs.values() for t in (e.pooled, e.tokens) if t is not None]
-    _require(any(t.grad is not None and bool(t.grad.abs().sum() > 0) for t in leaves),
-             f"{name}: the loss does not depend on the fused input (is the input detached?): the encoders "
-             "and the fusion would never learn")
-    head.zero_grad(set_to_none=True)
-    head.eval()
-    with torch.no_grad():
-        out = head(fused, batch)
-        metrics = head.new_metrics()
-        metrics.update(out, batch)
-        values = metrics.compute()
-        _require(isinstance(values, dict) and all(isinstance(v, float) for v in values.values()),
-                 f"{name}: metrics.compute() must return dict[str, float], got {values!r}")
-        for key, value in out.preds.items():
-            if isinstance(value, Tensor) and value.is_floating_point():
-                _finite(value, f"{name}: preds[{key!r}]")
-        rows = head.decode(out.preds)
-        _require(len(rows) == batch.size, f"{name}.decode returned {len(rows)} rows for a batch of {batch.size}")
-        _require(all(isinstance(r, dict) for r in rows), f"{name}.decode must return a list of dicts")
-        try:
-            json.dumps(rows)
-        except (TypeError, ValueError) as exc:
-            raise ContractError(f"{name}.decode rows must be JSON-serialisable (mmkit predict writes JSON): "
-                                f"{exc}") from exc
-        unlabeled = Batch(batch.inputs, batch.present, None, batch.index)
-        pred_out = head(fused, unlabeled)
-        _require(pred_out.loss is None, f"{name}: without targets the loss must be None")
-    _require(head.monitor in values or head.monitor == "loss",
-             f"{name}.monitor={head.monitor!r} is not among the metrics it reports: {sorted(values)}")
-    _require(head.monitor_mode in ("min", "max"), f"{name}.monitor_mode must be 'min' or 'max'")
+    out = _check_head_training(head, fused, batch)
+    out = _check_head_eval(head, fused, batch)
+    if isinstance(head, Retrieval):
+        check_retrieval(head, out.preds, batch.size)
     _check_state_dict(head, name)
-    clone = _restored_copy(head, name)
-    clone.eval()
+    fresh = _restored_fresh(head, name, factory)
+    fresh.eval()
     with torch.no_grad():
-        again = clone(fused, batch)
+        again = fresh(fused, batch)
     for key, value in out.preds.items():
         if isinstance(value, Tensor) and value.is_floating_point():
-            _require(_close(value, again.preds[key], 1e-5),
-                     f"{name}: a copy restored from the JSON fit state and the state_dict predicts "
-                     f"different preds[{key!r}]")
+            _require(key in again.preds and _close(value, again.preds[key], 1e-5),
+                     f"{name}: a fresh instance restored from the JSON fit state and the state_dict predicts a "
+                     f"different preds[{key!r}] than the fitted head: {RESTORE_FIX}")
 
     def run_on(module: nn.Module, dev: torch.device) -> Tensor | None:
         moved = Fused(fused.pooled.to(dev), None if fused.tokens is None else fused.tokens.to(dev),
@@ -719,6 +759,98 @@ def check_head(head: Head, fused: Fused, batch: Batch, *, device: str | torch.de
     check_frozen(head, run_frozen, name=name)
     head.eval()
     return out
+
+
+@overload
+def _leaf(t: Tensor) -> Tensor: ...
+@overload
+def _leaf(t: None) -> None: ...
+def _leaf(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach().clone().requires_grad_(True)
+
+
+def _check_head_training(head: Head, fused: Fused, batch: Batch) -> Output:
+    """A finite float scalar loss whose gradient reaches the head's parameters and the fused input."""
+    name = type(head).__name__
+    head.train()
+    pooled, tokens = _leaf(fused.pooled), _leaf(fused.tokens)
+    inputs = {m: Embedding(_leaf(e.pooled), e.present, _leaf(e.tokens), e.token_mask) for m, e in fused.inputs.items()}
+    out = head(Fused(pooled, tokens, fused.mask, inputs=inputs), batch)
+    _require(isinstance(out, Output), f"{name}.forward must return Output")
+    _require(out.loss is not None and out.loss.dim() == 0, f"{name}: training loss must be a scalar tensor")
+    _require(out.loss.is_floating_point(), f"{name}: the loss must be a float tensor, got {out.loss.dtype}")
+    _finite(out.loss, f"{name}: loss")
+    _require(out.loss.requires_grad, f"{name}: the loss has no gradient (is it detached, or computed under "
+                                     "torch.no_grad()?): training would not change the model")
+    head.zero_grad(set_to_none=True)
+    out.loss.backward()
+    params = [p for p in head.parameters() if p.requires_grad]
+    if params:
+        _require(any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params),
+                 f"{name}: no head parameter receives a gradient from the loss")
+    leaves = [t for t in (pooled, tokens) if t is not None]
+    leaves += [t for e in inputs.values() for t in (e.pooled, e.tokens) if t is not None]
+    _require(any(t.grad is not None and bool(t.grad.abs().sum() > 0) for t in leaves),
+             f"{name}: the loss does not depend on the fused input (is the input detached?): the encoders "
+             "and the fusion would never learn; do not detach the fused input")
+    head.zero_grad(set_to_none=True)
+    return out
+
+
+def _check_head_eval(head: Head, fused: Fused, batch: Batch) -> Output:
+    """Eval predictions are finite, metrics are floats and include ``monitor``, ``decode`` gives JSON
+    rows, and without targets the loss is None."""
+    name = type(head).__name__
+    head.eval()
+    with torch.no_grad():
+        out = head(fused, batch)
+        metrics = head.new_metrics()
+        metrics.update(out, batch)
+        values = metrics.compute()
+        _require(isinstance(values, dict) and all(isinstance(v, float) for v in values.values()),
+                 f"{name}: metrics.compute() must return dict[str, float], got {values!r}")
+        for key, value in out.preds.items():
+            if isinstance(value, Tensor) and value.is_floating_point():
+                _finite(value, f"{name}: preds[{key!r}]")
+        rows = head.decode(out.preds)
+        _require(len(rows) == batch.size, f"{name}.decode returned {len(rows)} rows for a batch of {batch.size}")
+        _require(all(isinstance(r, dict) for r in rows), f"{name}.decode must return a list of dicts")
+        try:
+            json.dumps(rows)
+        except (TypeError, ValueError) as exc:
+            raise ContractError(f"{name}.decode rows must be JSON-serialisable (mmkit predict writes JSON): "
+                                f"{exc}") from exc
+        pred_out = head(fused, Batch(batch.inputs, batch.present, None, batch.index))
+        _require(pred_out.loss is None, f"{name}: without targets the loss must be None")
+    _require(head.monitor in values or head.monitor == "loss",
+             f"{name}.monitor={head.monitor!r} is not among the metrics it reports: {sorted(values)}")
+    _require(head.monitor_mode in ("min", "max"), f"{name}.monitor_mode must be 'min' or 'max'")
+    return out
+
+
+def check_retrieval(head: Any, preds: Mapping[str, Any], batch: int) -> dict[str, tuple[Tensor, Tensor]]:
+    """Check a head's :class:`mmkit.Retrieval` declaration on the ``preds`` of a batch of ``batch`` rows:
+    at least two distinct ``retrieval_modalities``, and for each an ``(embeddings [B, D] float, present
+    [B] bool)`` pair with one ``D`` for all. Returns the pairs."""
+    name = type(head).__name__
+    sides: Any = getattr(head, "retrieval_modalities", None)
+    _require(isinstance(sides, tuple) and len(sides) >= 2 and len(set(sides)) == len(sides)
+             and all(isinstance(m, str) for m in sides),
+             f"{name}.retrieval_modalities must be a tuple of two or more distinct modality names, got {sides!r}")
+    pairs = head.retrieval_embeddings(preds)
+    _require(isinstance(pairs, Mapping) and set(sides) <= set(pairs),
+             f"{name}.retrieval_embeddings(preds) must map each of {sides} to (embeddings, present)")
+    dims = set()
+    for m in sides:
+        emb, present = pairs[m]
+        _require(isinstance(emb, Tensor) and emb.dim() == 2 and emb.shape[0] == batch and emb.is_floating_point(),
+                 f"{name}.retrieval_embeddings: {m!r} embeddings must be a float [B={batch}, D] tensor")
+        _require(isinstance(present, Tensor) and present.dtype == torch.bool and tuple(present.shape) == (batch,),
+                 f"{name}.retrieval_embeddings: {m!r} present must be a bool [B={batch}] tensor")
+        dims.add(int(emb.shape[1]))
+    _require(len(dims) == 1, f"{name}.retrieval_embeddings: the modalities have different widths {sorted(dims)}; "
+                             "they must share one embedding space")
+    return {m: pairs[m] for m in sides}
 
 
 # ------------------------------------------------------------------------------------------- plugin
@@ -785,15 +917,16 @@ def check_plugin_module(module_name: str, *, heavy: Sequence[str] = HEAVY_MODULE
         if module.split(".")[0] in heavy:
             chain = _import_chain(records, i)
             first = next(j for j, m in enumerate(chain) if m.split(".")[0] in heavy)
-            chain = " -> ".join(chain[: first + 1])
+            shown = " -> ".join(chain[: first + 1])
             raise ContractError(
-                f"importing {module_name} imports {module.split('.')[0]} ({chain}): a plugin module and its "
+                f"importing {module_name} imports {module.split('.')[0]} ({shown}): a plugin module and its "
                 "package __init__ must import only mmkit and the standard library; register components by "
                 "import string ('pkg.module:Class') so heavy libraries load only when a component is built")
     registry = Registry(entry_points=False, env=False)
     registry.register_plugin(importlib.import_module(module_name), name=module_name)
     info = registry.plugins.get(module_name)
-    _require(info is not None, f"{module_name} was not registered (is it blocked?)")
+    if info is None:
+        raise ContractError(f"{module_name} was not registered (is it blocked?)")
     _require(info.error is None, f"plugin {module_name} fails to load: {info.error}")
     _require(not registry.problems, f"plugin {module_name}: {'; '.join(registry.problems)}")
     components = registry.list()
@@ -814,6 +947,18 @@ def check_plugin_module(module_name: str, *, heavy: Sequence[str] = HEAVY_MODULE
     return registry
 
 
+def check_public_imports(paths: str | Path | Iterable[str | Path], own_package: str | None = None) -> None:
+    """Check that the plugin source in ``paths`` (files or folders) uses only mmkit's public API --
+    the ``__all__`` of ``mmkit``, ``mmkit.testing`` and ``mmkit.testing_plugin`` -- and imports no other
+    plugin's package (``mmkit_*`` other than ``own_package``): internal modules may change in any
+    release. The message lists every use, with the public name to use instead where there is one."""
+    from mmkit.publicapi import files_violations
+
+    found = files_violations([paths] if isinstance(paths, (str, Path)) else paths, own_package)
+    _require(not found, f"{len(found)} use(s) of non-public mmkit names or of another plugin's modules:\n"
+                        + "\n".join(f"  {v}" for v in found))
+
+
 def heavy_modules(modules: Iterable[str], heavy: Sequence[str] = HEAVY_MODULES) -> set[str]:
     """The names in ``modules`` that belong to a heavy library."""
     return {m for m in modules if m.split(".")[0] in heavy}
@@ -829,8 +974,12 @@ __all__ = [
     "check_head",
     "check_modality",
     "check_plugin_module",
+    "check_public_imports",
+    "check_retrieval",
+    "fresh_instance",
     "heavy_modules",
     "imported_modules",
+    "perturb_hidden",
     "presence_patterns",
     "random_embeddings",
 ]

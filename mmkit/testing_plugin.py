@@ -9,7 +9,7 @@ into your test module (``from mmkit.testing_plugin import mmkit_registry``).
         mmkit_registry.register_plugin(my_pkg.plugin)
         fusion = mmkit_registry.create("fusion", "gated", context={"input_dims": {"image": 8}})
 
-This module imports only :mod:`mmkit.registry` (no torch), so loading it costs nothing.
+This module imports no torch, so loading it costs nothing.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ import pytest
 
 from mmkit.registry import Registry
 
+__all__ = ["mmkit_registry"]
+
 
 @pytest.fixture
 def mmkit_registry(monkeypatch: pytest.MonkeyPatch) -> Registry:
-    """An isolated, empty :class:`mmkit.registry.Registry`: no entry points (built-ins included) and no
+    """An isolated, empty :class:`mmkit.Registry`: no entry points (built-ins included) and no
     ``MMKIT_PLUGINS``. Register just the plugins under test with ``register_plugin(module)`` or
     ``add_module("pkg.plugin")``. ``MMKIT_STRICT_PLUGINS`` is set, so a broken plugin raises."""
     monkeypatch.delenv("MMKIT_PLUGINS", raising=False)

@@ -113,10 +113,17 @@ class WordPieceTokenizer:
         self._tok = Tokenizer.from_file(str(Path(path or bundled_minilm_path()) / "tokenizer.json"))
         self._tok.no_padding()
         self._tok.no_truncation()
-        self.pad_id = self._tok.token_to_id("[PAD]")
-        self.unk_id = self._tok.token_to_id("[UNK]")
-        self.bos_id = self._tok.token_to_id("[CLS]")
-        self.eos_id = self._tok.token_to_id("[SEP]")
+        self.pad_id = self._special("[PAD]")
+        self.unk_id = self._special("[UNK]")
+        self.bos_id = self._special("[CLS]")
+        self.eos_id = self._special("[SEP]")
+
+    def _special(self, token: str) -> int:
+        """The id of a special token, which a BERT-style vocabulary must have."""
+        found = self._tok.token_to_id(token)
+        if found is None:
+            raise ValueError(f"tokenizer {self.path or 'bundled all-MiniLM-L6-v2'}: no {token} token in tokenizer.json")
+        return int(found)
 
     @property
     def vocab_size(self) -> int:

@@ -11,6 +11,7 @@ from typing import Callable
 import pytest
 
 import mmkit
+from mmkit.hookspecs import KIND_HOOKS
 from mmkit.recipe import apply_overrides, dump_toml
 
 
@@ -49,8 +50,6 @@ def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[s
         sys.modules.pop(name, None)
 
 
-_HOOKS = {"encoder": "register_encoders", "fusion": "register_fusions", "head": "register_heads",
-          "modality": "register_modalities", "dataset": "register_datasets"}
 
 
 @pytest.fixture
@@ -65,7 +64,7 @@ def write_plugin(write_module) -> Callable[..., str]:
               version: str = "1.0.0", extra: str = "") -> str:
         lines = ["import mmkit", f"__version__ = {version!r}", ""]
         for kind, entries in (components or {}).items():
-            lines += ["@mmkit.hookimpl", f"def {_HOOKS[kind]}(register):"]
+            lines += ["@mmkit.hookimpl", f"def {KIND_HOOKS[kind]}(register):"]
             lines += [f"    register({n!r}, {t!r}, summary={f'{n} from {name}'!r})" for n, t in entries.items()]
             lines.append("")
         return write_module(name, "\n".join(lines) + "\n" + textwrap.dedent(extra))

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import click
 import pytest
@@ -69,7 +68,9 @@ def test_list_json_has_the_documented_fields():
 def test_list_filters_by_kind_and_pattern(write_plugin):
     write_plugin("tp_many", {"fusion": {"tp-gated": "m:A", "tp-gated-deep": "m:B", "tp-sum": "m:C"},
                              "head": {"tp-gated": "m:D"}})
-    names = lambda *a: [(i["kind"], i["name"]) for i in json.loads(invoke("-p", "tp_many", "list", *a, "--json").stdout)]
+    def names(*a: str) -> list[tuple[str, str]]:
+        return [(i["kind"], i["name"]) for i in json.loads(invoke("-p", "tp_many", "list", *a, "--json").stdout)]
+
     assert names("fusion", "tp-gated*") == [("fusion", "tp-gated"), ("fusion", "tp-gated-deep")]
     assert names("fusion", "tp_many:*") == [("fusion", "tp-gated"), ("fusion", "tp-gated-deep"), ("fusion", "tp-sum")]
     assert ("head", "tp-gated") in names() and ("dataset", "shapes") in names()
@@ -239,7 +240,7 @@ def test_show_ambiguous_across_kinds_lists_the_kinds(write_plugin, write_module)
 def test_show_unknown_name_suggests_the_near_miss_and_names_failed_plugins(write_module):
     result = invoke("show", "shapse")
     assert result.exit_code == 2
-    assert "unknown component dataset 'shapse'; did you mean 'shapes'?" in result.stderr
+    assert "unknown component 'shapse'; did you mean dataset 'shapes'?" in result.stderr
     write_module("tp_cli_gone", "raise ImportError('missing dependency foo')\n")
     result = invoke("-p", "tp_cli_gone", "show", "shapse")
     assert "plugins that failed to load: tp_cli_gone (ImportError: missing dependency foo)" in result.stderr

@@ -1,5 +1,6 @@
 """Listing is cheap: ``mmkit --help``, ``list``, ``show`` and ``plugins`` import no torch, timm,
-transformers or sentence_transformers (checked with ``python -X importtime`` in a fresh process)."""
+transformers, sentence_transformers, torchmetrics or the caption-metric libraries (checked with
+``python -X importtime`` in a fresh process)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-HEAVY = {"torch", "timm", "transformers", "sentence_transformers"}
+HEAVY = {"torch", "timm", "transformers", "sentence_transformers", "torchmetrics", "sacrebleu", "pycocoevalcap"}
 
 
 def imported_modules(*args: str) -> set[str]:
@@ -30,7 +31,8 @@ def heavy(names: set[str]) -> set[str]:
 
 
 @pytest.mark.parametrize("argv", [["list"], ["list", "--json"], ["--help"], ["show", "shapes"],
-                                  ["show", "shapes", "--json"], ["plugins"]])
+                                  ["show", "shapes", "--json"], ["plugins"], ["list", "head"],
+                                  ["show", "classification"], ["show", "timm"]])
 def test_cli_listing_commands_import_nothing_heavy(argv):
     names = imported_modules("-m", "mmkit", *argv)
     assert {"mmkit.cli", "mmkit.registry", "click"} <= names  # the parse found the imports

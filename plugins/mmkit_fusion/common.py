@@ -12,8 +12,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmkit.errors import ParameterError
-from mmkit.interfaces import Embedding
+from mmkit import Embedding, ParameterError
 
 
 def modality_order(input_dims: Mapping[str, int]) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from mmkit.interfaces import Embedding, Fused, Fusion
+from mmkit import Embedding, Fused, Fusion
 from mmkit_fusion.common import (FeedForward, Projection, batch_info, check_positive, check_probability,
                                  masked_pooled, modality_dropout, modality_order)
 

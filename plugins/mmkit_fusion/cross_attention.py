@@ -7,8 +7,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmkit.errors import ParameterError
-from mmkit.interfaces import Embedding, Fused, Fusion
+from mmkit import Embedding, Fused, Fusion, ParameterError
 from mmkit_fusion.common import (FeedForward, Projection, batch_info, check_positive, check_probability,
                                  masked_mean, modality_dropout, modality_order, token_view)
 

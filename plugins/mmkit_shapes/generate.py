@@ -9,7 +9,9 @@ Each row has:
 * ``first_shape`` / ``first_color``: class of the first shape in reading order (top-left first).
 * ``n_shapes``: how many shapes are drawn.
 
-Rows are deterministic given ``seed`` and the split sizes.
+Rows are deterministic given ``seed`` and the split sizes. The sizes are checked before anything is
+drawn (the images are held in memory): ``image_size`` from 8 to 1024 px, at most 1,000,000 rows per
+split and 4 GiB of pixels in all.
 """
 
 from __future__ import annotations
@@ -17,11 +19,32 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from mmkit.datasets import DataSplits
+from mmkit import DataSplits, ParameterError
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
 SHAPES = ("circle", "square", "triangle")
 CELLS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row, col) of a 2x2 grid, in reading order
+IMAGE_SIZES = (8, 1024)
+MAX_ROWS = 1_000_000
+MAX_PIXEL_BYTES = 4 << 30
+
+
+def check_sizes(sizes: dict[str, object], image_size: object) -> None:
+    """Refuse split sizes and an image size that are not ints in range, before any image is drawn."""
+    for name, value in {**sizes, "image_size": image_size}.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ParameterError(f"shapes: {name} must be an integer, got {type(value).__name__} {value!r}")
+    for name, value in sizes.items():
+        if not 0 <= value <= MAX_ROWS:  # type: ignore[operator]
+            raise ParameterError(f"shapes: {name} must be between 0 and {MAX_ROWS}, got {value}")
+    if not IMAGE_SIZES[0] <= image_size <= IMAGE_SIZES[1]:  # type: ignore[operator]
+        raise ParameterError(f"shapes: image_size must be between {IMAGE_SIZES[0]} and {IMAGE_SIZES[1]} px, "
+                             f"got {image_size}")
+    total = sum(sizes.values()) * image_size ** 2 * 3  # type: ignore[operator]
+    if total > MAX_PIXEL_BYTES:
+        raise ParameterError(f"shapes: {sum(sizes.values())} images of {image_size} px would hold "  # type: ignore[arg-type]
+                             f"{total / 2**30:.1f} GiB in memory (at most {MAX_PIXEL_BYTES >> 30} GiB); "
+                             f"use fewer rows or smaller images")
 
 
 def _draw(draw: Any, shape: str, color: tuple[int, int, int], box: tuple[float, float, float, float]) -> None:
@@ -86,8 +109,9 @@ def shapes(n_train: int = 2000, n_val: int = 500, n_test: int = 500, seed: int =
         n_val: number of validation rows.
         n_test: number of test rows.
         seed: random seed; the same seed gives the same rows.
-        image_size: side of the square images in pixels.
+        image_size: side of the square images in pixels (8 to 1024).
     """
+    check_sizes({"n_train": n_train, "n_val": n_val, "n_test": n_test}, image_size)
     splits = {}
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         rng = random.Random(f"shapes-{seed}-{split}")

@@ -15,6 +15,10 @@ So the default task (``text = claim``, ``label = label``) is at chance for image
 the image or the claim says what the sound is -- and solvable with audio + text: the model must
 recognise the tone's pitch and compare it with the colour named in the claim. Rows are
 deterministic given ``seed`` and the split sizes.
+
+The ``shapes`` rows come from the registered ``shapes`` dataset (``mmkit.create``), so this plugin
+uses only mmkit's public API and no other plugin's modules; blocking ``shapes`` makes
+``shapes-audio`` an error that says so.
 """
 
 from __future__ import annotations
@@ -25,13 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from mmkit.datasets import DataSplits
-from mmkit_shapes.generate import COLORS, make_row
+import mmkit
 
-#: Tone frequency (Hz) of each colour.
+#: Tone frequency (Hz) of each colour (the colours of the shapes dataset).
 TONES = {"red": 440.0, "green": 660.0, "blue": 880.0, "yellow": 1100.0}
-if set(TONES) != set(COLORS):  # pragma: no cover - guards against a change of the shapes colours
-    raise RuntimeError(f"shapes-audio has tones for {sorted(TONES)} but shapes draws {sorted(COLORS)}")
 
 
 def tone(freq: float, seconds: float, sample_rate: int, rng: np.random.Generator, noise: float = 0.05) -> np.ndarray:
@@ -50,10 +51,11 @@ def tone(freq: float, seconds: float, sample_rate: int, rng: np.random.Generator
     return np.clip(clip, -1.0, 1.0).astype(np.float32)
 
 
-def make_audio_row(rng: random.Random, image_size: int = 64, sample_rate: int = 16000, min_seconds: float = 0.25,
-                   max_seconds: float = 0.5, noise: float = 0.05) -> dict[str, Any]:
-    """One ``shapes`` row drawn with ``rng`` plus its sound, sound colour and sound claim."""
-    row = make_row(rng, image_size)
+def add_sound(row: dict[str, Any], rng: random.Random, sample_rate: int = 16000, min_seconds: float = 0.25,
+              max_seconds: float = 0.5, noise: float = 0.05) -> dict[str, Any]:
+    """A ``shapes`` row plus a sound drawn with ``rng``, its sound colour and the sound claim (the
+    original claim and label are kept as ``shape_claim``/``shape_label``)."""
+    row = dict(row)
     colors = sorted(TONES)
     sound = rng.choice(colors)
     claimed = sound if rng.random() < 0.5 else rng.choice([c for c in colors if c != sound])
@@ -67,7 +69,7 @@ def make_audio_row(rng: random.Random, image_size: int = 64, sample_rate: int = 
 
 def shapes_audio(n_train: int = 2000, n_val: int = 500, n_test: int = 500, seed: int = 0, image_size: int = 64,
                  sample_rate: int = 16000, min_seconds: float = 0.25, max_seconds: float = 0.5,
-                 noise: float = 0.05) -> DataSplits:
+                 noise: float = 0.05) -> mmkit.DataSplits:
     """Generate the ``shapes-audio`` splits (see the module docstring for the task).
 
     Args:
@@ -83,17 +85,20 @@ def shapes_audio(n_train: int = 2000, n_val: int = 500, n_test: int = 500, seed:
         noise: standard deviation of the white noise added to each clip.
     """
     if not 0 < min_seconds <= max_seconds:
-        from mmkit.errors import ParameterError
-
-        raise ParameterError(f"shapes-audio: need 0 < min_seconds <= max_seconds, got {min_seconds}, {max_seconds}")
+        raise mmkit.ParameterError(f"shapes-audio: need 0 < min_seconds <= max_seconds, got {min_seconds}, "
+                                   f"{max_seconds}")
+    try:
+        shapes = mmkit.create("dataset", "shapes", n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
+                              image_size=image_size)
+    except mmkit.ComponentNotFoundError as exc:
+        raise mmkit.ComponentNotFoundError(f"shapes-audio builds on the 'shapes' dataset: {exc}") from exc
     splits = {}
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+    for split, rows in shapes.splits.items():
         rng = random.Random(f"shapes-audio-{seed}-{split}")
-        splits[split] = [make_audio_row(rng, image_size, sample_rate, min_seconds, max_seconds, noise)
-                         for _ in range(n)]
+        splits[split] = [add_sound(row, rng, sample_rate, min_seconds, max_seconds, noise) for row in rows]
     if sample_rate != 16000:  # bare arrays are read at 16 kHz: give the rate with each cell
         for rows in splits.values():
             for row in rows:
                 row["audio"] = {"array": row["audio"], "sampling_rate": sample_rate}
-    return DataSplits(splits, columns={"image": "image", "audio": "audio", "text": "claim", "label": "label"},
-                      name="shapes-audio")
+    columns = {"image": "image", "audio": "audio", "text": "claim", "label": "label"}
+    return mmkit.DataSplits(splits, columns=columns, name="shapes-audio")

@@ -13,8 +13,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from mmkit.errors import ParameterError
-from mmkit.interfaces import Embedding, Encoder
+from mmkit import Embedding, Encoder, ParameterError
 from mmkit_audio.features import log_mel, resample
 from mmkit_audio.modality import AudioClip, to_mono_array
 

@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mmkit.errors import DataError
-from mmkit.modality import Modality
+from mmkit import DataError, Modality
 
 #: Sample rate assumed for a bare array in a cell.
 DEFAULT_SAMPLE_RATE = 16000

@@ -3,7 +3,7 @@ module and nothing else of the package (no torch, no numpy)."""
 
 import mmkit
 
-from mmkit_audio import __version__  # shown by `mmkit list` when loaded with -p / MMKIT_PLUGINS
+from mmkit_audio import __version__  # noqa: F401 - `mmkit list` shows it (with -p / MMKIT_PLUGINS)
 
 
 @mmkit.hookimpl

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from mmkit.errors import DataError, ParameterError
-from mmkit.testing import check_encoder, check_modality, check_plugin_module
-from mmkit.testing_plugin import mmkit_registry  # noqa: F401 - fixture
+import mmkit
+from mmkit import DataError, ParameterError
+from mmkit.testing import check_encoder, check_modality, check_plugin_module, check_public_imports
 
 import mmkit_audio.plugin
-from mmkit_audio.data import TONES, shapes_audio, tone
+from mmkit_audio.data import TONES, shapes_audio
 from mmkit_audio.encoder import AudioCNNEncoder
 from mmkit_audio.features import hz_to_mel, log_mel, mel_centers, mel_filterbank, mel_to_hz, resample
 from mmkit_audio.modality import AudioClip, AudioModality, read_wav, write_wav
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models: one thread is fastest on a shared machine
 SR = 16000
 
 
@@ -35,6 +35,10 @@ def test_plugin_module_is_light_and_registers_documented_components():
     registry = check_plugin_module("mmkit_audio.plugin")
     assert {(c.kind, c.name) for c in registry.list()} == {
         ("modality", "audio"), ("encoder", "audio-cnn"), ("dataset", "shapes-audio")}
+
+
+def test_the_package_uses_only_mmkits_public_api():
+    check_public_imports(Path(mmkit_audio.plugin.__file__).parent, "mmkit_audio")
 
 
 def test_components_build_through_the_registry(mmkit_registry):
@@ -205,3 +209,19 @@ def test_shapes_audio_rows_tones_and_labels():
     assert 0.35 <= np.mean([r["label"] for r in rows]) <= 0.65
     assert len({r["sound_color"] for r in rows}) == 4
     assert "sampling_rate" in shapes_audio(n_train=2, n_val=0, n_test=0, sample_rate=8000).splits["train"][0]["audio"]
+
+
+def test_shapes_audio_builds_on_the_registered_shapes_rows():
+    shapes = mmkit.create("dataset", "shapes", n_train=4, n_val=0, n_test=0, seed=3, image_size=32)
+    audio = shapes_audio(n_train=4, n_val=0, n_test=0, seed=3, image_size=32)
+    for plain, sound in zip(shapes.splits["train"], audio.splits["train"]):
+        assert sound["caption"] == plain["caption"] and sound["shape_claim"] == plain["claim"]
+        assert np.array_equal(np.asarray(sound["image"]), np.asarray(plain["image"]))
+    blocked = mmkit.get_registry(["no:shapes"])
+    try:
+        with pytest.raises(mmkit.ComponentNotFoundError, match=r"shapes-audio builds on the 'shapes' dataset: .*"
+                                                               r"registered by plugin 'shapes', which is blocked"):
+            shapes_audio(n_train=1, n_val=0, n_test=0)
+    finally:
+        assert blocked is mmkit.get_registry()
+        mmkit.reset_registry()

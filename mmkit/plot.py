@@ -9,11 +9,14 @@ extra (``pip install 'mmkit[plot]'``); the Agg backend is used, so no display is
 from __future__ import annotations
 
 import json
+import textwrap
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from mmkit.compare import RunRecord, aggregate, compare, header, load_runs
 from mmkit.errors import MmkitError
+from mmkit.rundir import RunDir
 
 
 class PlotError(MmkitError):
@@ -38,14 +41,7 @@ def read_curves(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
     log a step twice; the later value wins.
     """
     curves: dict[str, dict[str, dict[int, float]]] = {}
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
+    for rec in RunDir(run_dir).read_metrics():  # a line cut short by a crash is skipped
         split = rec.get("split")
         if split == "final":  # the final evaluation ends the val curves
             finals = {k[4:]: v for k, v in (rec.get("metrics") or {}).items() if k.startswith("val.")}
@@ -80,13 +76,34 @@ def plot_runs(paths: Iterable[str | Path], out: str | Path, metric: str | None =
               dpi: int = 100) -> Path:
     """Write a PNG comparing the runs in ``paths`` (run or sweep directories); returns its path."""
     plt = _pyplot()
+    fig = runs_figure(paths, metric, dpi)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+#: a curve with at most this many points is drawn with markers (one point would be invisible as a line)
+MARKERS_UP_TO = 30
+#: longest line of a label (legend entry or bar label) before it wraps
+LABEL_WIDTH = 28
+BASE_HEIGHT = 4.0
+
+
+def runs_figure(paths: Iterable[str | Path], metric: str | None = None, dpi: int = 100) -> Any:
+    """The matplotlib figure :func:`plot_runs` saves (the caller closes it).
+
+    Layout is matplotlib's constrained layout, so titles, axis labels and tick labels stay inside the
+    figure; the legend sits below the panels (the figure grows by its rows), and the bar labels wrap
+    and, when they would still overlap, turn (the figure grows by their height).
+    """
+    plt = _pyplot()
     records = load_runs(paths)
     if not records:
         raise PlotError("no runs to plot")
     comp = compare(records=records, metric=metric)
     metric = comp.metric
-    split, _, name = metric.partition(".")
-    curve_name = name if split in ("val", "test") else metric
     labels, label_title = labels_for(records, comp.keys)
     order = list(dict.fromkeys(labels))
     colours = {lab: plt.get_cmap("tab10")(i % 10) for i, lab in enumerate(order)}
@@ -95,54 +112,95 @@ def plot_runs(paths: Iterable[str | Path], out: str | Path, metric: str | None =
                         ["label"], [metric])
     bars = len(order) >= 2 or any(g["runs"] > 1 for g in grouped)
     panels = 3 if bars else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.0), dpi=dpi)
-    loss_ax, metric_ax = axes[0], axes[1]
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, BASE_HEIGHT), dpi=dpi, layout="constrained")
+    _draw_curves(axes[0], axes[1], records, labels, colours, metric)
+    if bars:
+        _draw_bars(axes[2], grouped, colours, metric, records, label_title)
+    rows = _legend(fig, axes[0], label_title)
+    fig.set_figheight(BASE_HEIGHT + 0.2 * rows + (0.25 if label_title else 0.0) + 0.15)
+    if bars:
+        _fit_tick_labels(fig, axes[2])
+    return fig
+
+
+def _draw_curves(loss_ax: Any, metric_ax: Any, records: Sequence[RunRecord], labels: Sequence[str],
+                 colours: dict[str, Any], metric: str) -> None:
+    """One training-loss line and one validation-metric line per run (markers when a run has few points)."""
+    split, _, name = metric.partition(".")
+    curve_name = name if split in ("val", "test") else metric
     seen: set[str] = set()
     for record, label in zip(records, labels):
         curves = read_curves(record.path)
-        kw = {"color": colours[label], "alpha": 0.85, "linewidth": 1.4}
-        legend = label if label not in seen else "_nolegend_"
+        legend = _wrap(label) if label not in seen else "_nolegend_"
         seen.add(label)
-        train = curves.get("train", {}).get("loss", [])
-        if train:
-            loss_ax.plot([s for s, _ in train], [v for _, v in train], label=legend, **kw)
-        val = curves.get("val", {}).get(curve_name, [])
-        if val:
-            metric_ax.plot([s for s, _ in val], [v for _, v in val], marker="o", markersize=3, label=legend, **kw)
+        for ax, points in ((loss_ax, curves.get("train", {}).get("loss", [])),
+                           (metric_ax, curves.get("val", {}).get(curve_name, []))):
+            if points:
+                few = len(points) <= MARKERS_UP_TO
+                ax.plot([x for x, _ in points], [y for _, y in points], label=legend, color=colours[label],
+                        alpha=0.85, linewidth=1.4, marker="o" if few else None, markersize=4 if few else 0)
     loss_ax.set(title="training loss", xlabel="step", ylabel="loss")
     metric_ax.set(title=f"val.{curve_name}", xlabel="step", ylabel=curve_name)
     for ax in (loss_ax, metric_ax):
         ax.grid(alpha=0.3)
-    loss_ax.legend(fontsize=7, loc="best", title=label_title or None, title_fontsize=7)
-    if bars:
-        ax = axes[2]
-        means = [g[f"{metric}.mean"] for g in grouped]
-        stds = [g[f"{metric}.std"] or 0.0 for g in grouped]
-        ok = [i for i, m in enumerate(means) if m is not None]
-        if not ok:
-            raise PlotError(f"no run has the final metric {metric!r}; choose one with --metric "
-                            f"(e.g. {', '.join(sorted({m for r in records for m in r.metrics})[:6])})")
-        xs = list(range(len(ok)))
-        ax.bar(xs, [means[i] for i in ok], yerr=[stds[i] for i in ok], capsize=4,
-               color=[colours[grouped[i]["label"]] for i in ok], alpha=0.85)
-        ticks = [_wrap(grouped[i]["label"]) for i in ok]
-        crowded = sum(len(t.split("\n")[0]) for t in ticks) > 60
-        ax.set_xticks(xs, ticks, fontsize=8, rotation=25 if crowded else 0, ha="right" if crowded else "center")
-        n = max(g["n"] for g in grouped)
-        ax.set(title=f"final {metric}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""), ylabel=name or metric,
-               xlabel=label_title)
-        ax.grid(alpha=0.3, axis="y")
-        lo = min(means[i] - stds[i] for i in ok)
-        hi = max(means[i] + stds[i] for i in ok)
-        pad = (hi - lo) * 0.15 or 0.05
-        ax.set_ylim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
 
 
-def _wrap(label: str, width: int = 22) -> str:
-    return "\n".join(label.split(", ")) if len(label) > width else label
+def _draw_bars(ax: Any, grouped: list[dict[str, Any]], colours: dict[str, Any], metric: str,
+               records: Sequence[RunRecord], label_title: str) -> None:
+    """The final metric per configuration, mean ± std over seeds."""
+    name = metric.partition(".")[2]
+    means = [g[f"{metric}.mean"] for g in grouped]
+    stds = [g[f"{metric}.std"] or 0.0 for g in grouped]
+    ok = [i for i, m in enumerate(means) if m is not None]
+    if not ok:
+        raise PlotError(f"no run has the final metric {metric!r}; choose one with --metric "
+                        f"(e.g. {', '.join(sorted({m for r in records for m in r.metrics})[:6])})")
+    xs = list(range(len(ok)))
+    ax.bar(xs, [means[i] for i in ok], yerr=[stds[i] for i in ok], capsize=4,
+           color=[colours[grouped[i]["label"]] for i in ok], alpha=0.85)
+    ax.set_xticks(xs, [_wrap(grouped[i]["label"]) for i in ok], fontsize=8)
+    n = max(g["n"] for g in grouped)
+    ax.set(title=f"final {metric}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""), ylabel=name or metric,
+           xlabel=label_title)
+    ax.grid(alpha=0.3, axis="y")
+    lo = min(means[i] - stds[i] for i in ok)
+    hi = max(means[i] + stds[i] for i in ok)
+    pad = (hi - lo) * 0.15 or 0.05
+    ax.set_ylim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
+
+
+def _legend(fig: Any, ax: Any, title: str) -> int:
+    """The runs' legend below the panels, in as many columns as fit the width; returns its row count."""
+    handles, texts = ax.get_legend_handles_labels()
+    if not handles:
+        return 0
+    widest = max(len(line) for t in texts for line in t.split("\n"))
+    fits = max(1, int(fig.get_figwidth() * 72 / (widest * 4.6 + 40)))  # 8-pt text, handle and padding
+    cols = min(len(handles), fits)
+    fig.legend(handles, texts, loc="outside lower center", ncols=cols, fontsize=8, title=title or None,
+               title_fontsize=8, frameon=False)
+    lines = max(t.count("\n") + 1 for t in texts)
+    return -(-len(handles) // cols) * lines
+
+
+def _fit_tick_labels(fig: Any, ax: Any) -> None:
+    """Turn the bar labels until they no longer overlap, and make the figure tall enough for them."""
+    labels = ax.get_xticklabels()
+    for angle in (0, 45, 90):
+        for text in labels:
+            text.set_rotation(angle)
+            text.set_horizontalalignment("right" if angle else "center")
+            text.set_rotation_mode("anchor" if angle else "default")
+        fig.canvas.draw()
+        boxes = [t.get_window_extent() for t in labels if t.get_text()]
+        if not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
+            break
+    tallest = max((b.height for b in boxes), default=0.0) / fig.dpi
+    if tallest > 0.5:  # room for turned labels, so that the panels keep their height
+        fig.set_figheight(fig.get_figheight() + tallest - 0.5)
+
+
+def _wrap(label: str, width: int = LABEL_WIDTH) -> str:
+    """One ``key=value`` per line when the label is long, and no line longer than ``width``."""
+    parts = label.split(", ") if len(label) > width else [label]
+    return "\n".join(textwrap.fill(p, width, break_long_words=True) for p in parts)

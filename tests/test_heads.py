@@ -209,6 +209,57 @@ def test_regression_loss_on_standardized_targets_by_hand(kind):
     assert head.decode(out.preds)[1]["value"] == pytest.approx(mean - 2 * std, rel=1e-5)
 
 
+# ------------------------------------------------------------------------------- mixed batches
+def _mixed_batch(targets, lam: float = 0.3) -> Batch:
+    """A batch whose image encoder mixed its present rows 0, 2, 3 (row 1 has no image) with perm [1, 0, 2]:
+    row 0 with row 2, row 2 with row 0, row 3 with itself."""
+    present = torch.tensor([True, False, True, True])
+    mix = {"lam": torch.tensor(lam), "perm": torch.tensor([1, 0, 2])}
+    return Batch({"image": {"pixels": torch.zeros(3, 3, 4, 4), "mix": mix}}, {"image": present},
+                 torch.tensor(targets), torch.arange(4))
+
+
+def test_classification_mixes_targets_as_the_encoder_mixed_the_images():
+    head = ClassificationHead(2, num_classes=3)
+    _linear_classifier(head, [[2.0, 0.0], [0.0, 1.0], [-1.0, 0.5]])
+    fused = Fused(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [0.5, -1.0]]))
+    logits = [[2.0, 0.0, -1.0], [0.0, 2.0, 1.0], [2.0, 1.0, -0.5], [1.0, -1.0, -1.0]]
+    y, lam = [0, 1, 2, 1], 0.3
+    soft = [[lam, 0, 1 - lam], [0, 1, 0], [1 - lam, 0, lam], [0, 1, 0]]  # row 1 (no image) stays one-hot
+    expected = sum(-sum(q * lp for q, lp in zip(qs, _log_softmax(lg))) for qs, lg in zip(soft, logits)) / 4
+    assert head(fused, _mixed_batch(y, lam)).loss.item() == pytest.approx(expected, rel=1e-5)
+    plain = head(fused, Batch({}, {}, torch.tensor(y), torch.arange(4))).loss.item()
+    assert plain == pytest.approx(sum(-_log_softmax(lg)[t] for lg, t in zip(logits, y)) / 4, rel=1e-5)
+    multi = ClassificationHead(2, num_classes=3, multi_label=True)
+    _linear_classifier(multi, [[2.0, 0.0], [0.0, 1.0], [-1.0, 0.5]])
+    hot = [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]
+    mixed = [[lam * a + (1 - lam) * b for a, b in zip(hot[0], hot[2])], hot[1],
+             [lam * a + (1 - lam) * b for a, b in zip(hot[2], hot[0])], hot[3]]
+    def sig(z: float) -> float:
+        return 1 / (1 + math.exp(-z))
+
+    expected = -sum(t * math.log(sig(z)) + (1 - t) * math.log(1 - sig(z))
+                    for lr, tr in zip(logits, mixed) for z, t in zip(lr, tr)) / 12
+    assert multi(fused, _mixed_batch(hot, lam)).loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_regression_mixes_targets_and_other_heads_refuse_mixing():
+    head = RegressionHead(1, standardize=False)
+    with torch.no_grad():
+        head.out.weight.fill_(1.0)
+        head.out.bias.zero_()
+    z, y, lam = [0.5, -2.0, 1.0, 0.0], [5.0, 1.0, 3.0, 2.0], 0.25
+    mixed = [lam * 5.0 + (1 - lam) * 3.0, 1.0, lam * 3.0 + (1 - lam) * 5.0, 2.0]
+    out = head(Fused(torch.tensor(z)[:, None]), _mixed_batch(y, lam))
+    assert out.loss.item() == pytest.approx(sum((a - b) ** 2 for a, b in zip(z, mixed)) / 4, rel=1e-5)
+    contrastive = build("contrastive", proj_dim=8)
+    with pytest.raises(ParameterError, match="contrastive head cannot mix its targets.*encoder 'image'"):
+        contrastive(make_fused(4), _mixed_batch([0, 0, 0, 0]))
+    captioning = build("captioning", dim=16, layers=1, heads=2)
+    with pytest.raises(ParameterError, match="captioning head cannot mix"):
+        captioning(make_fused(4), _mixed_batch([0, 0, 0, 0]))
+
+
 def test_info_nce_2x2_by_hand():
     q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     k = torch.tensor([[1.0, 0.0], [0.6, 0.8]])

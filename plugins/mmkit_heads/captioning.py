@@ -8,12 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmkit.errors import DataError, ParameterError
-from mmkit.interfaces import Batch, Fused, Head, Metrics, Output
-from mmkit.tokenize import WordPieceTokenizer, WordTokenizer, tokenizer_from_state
+from mmkit import (Batch, DataError, Fused, Head, Metrics, Output, ParameterError, WordPieceTokenizer, WordTokenizer,
+                   tokenizer_from_state)
 
+from mmkit_heads.common import refuse_mixing
 from mmkit_heads.decoder import CaptionDecoder, beam_decode, greedy_decode
+from mmkit_heads.metricset import choose_metrics, pick_monitor
 from mmkit_heads.textmetrics import caption_scores
+
+#: caption metric names -> better direction
+CAPTION_METRICS = {"bleu1": "max", "bleu2": "max", "bleu3": "max", "bleu4": "max", "cider": "max",
+                   "exact_match": "max"}
 
 
 def _references(cell: Any, field: str) -> list[str]:
@@ -38,7 +43,7 @@ class CaptioningHead(Head):
     generates a caption per sample -- greedy when ``beam_size = 1``, else beam search -- with a
     key-value cache so each step processes only the new position. A caption cell may be a string or a
     list of reference strings (training uses the first; metrics use all). Metrics: corpus
-    ``bleu1``..``bleu4``, ``cider`` (CIDEr-D) and ``exact_match``.
+    ``bleu1``..``bleu4``, ``cider`` (CIDEr-D) and ``exact_match`` (all by default).
 
     Args:
         field: the data field holding the caption (a string or a list of strings).
@@ -58,6 +63,7 @@ class CaptioningHead(Head):
             benchmarking -- the output is the same).
         label_smoothing: label smoothing of the next-token cross-entropy.
         tie_embeddings: share the token embedding with the output layer.
+        metrics: metrics to report (None = all of bleu1, bleu2, bleu3, bleu4, cider, exact_match).
     """
 
     monitor = "bleu4"
@@ -67,8 +73,10 @@ class CaptioningHead(Head):
                  tokenizer: Literal["word", "wordpiece"] = "word", max_vocab: int = 8000, min_freq: int = 1,
                  dim: int = 256, layers: int = 2, heads: int = 4, ff_dim: int = 0, dropout: float = 0.1,
                  max_len: int = 32, beam_size: int = 1, length_penalty: float = 1.0, use_cache: bool = True,
-                 label_smoothing: float = 0.0, tie_embeddings: bool = True) -> None:
+                 label_smoothing: float = 0.0, tie_embeddings: bool = True, metrics: list[str] | None = None) -> None:
         super().__init__()
+        self.metrics = choose_metrics("captioning", metrics, CAPTION_METRICS, list(CAPTION_METRICS))
+        self.monitor, self.monitor_mode = pick_monitor("bleu4", self.metrics, CAPTION_METRICS)
         if tokenizer not in ("word", "wordpiece"):
             raise ParameterError(f"tokenizer must be 'word' or 'wordpiece', got {tokenizer!r}")
         if beam_size < 1 or max_len < 1:
@@ -150,6 +158,7 @@ class CaptioningHead(Head):
                            **kwargs)
 
     def forward(self, fused: Fused, batch: Batch) -> Output:
+        refuse_mixing(batch, "captioning")
         loss = None
         preds: dict[str, Any] = {}
         if batch.targets is not None:
@@ -163,8 +172,8 @@ class CaptioningHead(Head):
             preds = {"tokens": tokens, "captions": [self.tokenizer.decode(row) for row in tokens.tolist()]}
         return Output(loss, preds)
 
-    def new_metrics(self) -> "CaptionMetrics":
-        return CaptionMetrics()
+    def new_metrics(self) -> CaptionMetrics:
+        return CaptionMetrics(self.metrics)
 
     def decode(self, preds: Mapping[str, Any]) -> list[dict[str, Any]]:
         return [{"caption": c} for c in preds["captions"]]
@@ -173,8 +182,9 @@ class CaptioningHead(Head):
 class CaptionMetrics(Metrics):
     """Keeps generated captions and references of a whole evaluation; BLEU/CIDEr on ``compute``."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: list[str] | None = None) -> None:
         super().__init__()
+        self.names = list(metrics or CAPTION_METRICS)
         self.hyps: list[str] = []
         self.refs: list[list[str]] = []
 
@@ -193,5 +203,6 @@ class CaptionMetrics(Metrics):
     def compute(self) -> dict[str, float]:
         out = super().compute()
         if self.hyps:
-            out.update(caption_scores(self.hyps, self.refs))
+            scores = caption_scores(self.hyps, self.refs)
+            out.update({name: scores[name] for name in self.names})
         return out

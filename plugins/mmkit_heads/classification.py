@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmkit.errors import DataError, MmkitError, ParameterError
-from mmkit.interfaces import Batch, Fused, Head, Metrics, Output
+from mmkit import Batch, DataError, Fused, Head, MmkitError, Output, ParameterError
 
-from mmkit_heads.common import cat_or_empty, json_label, mlp_trunk
+from mmkit_heads.classmetrics import CLASSIFICATION_METRICS, CLASSIFICATION_PATTERNS, ClassificationMetrics, top_k
+from mmkit_heads.common import batch_mix, json_label, mix_targets, mlp_trunk
+from mmkit_heads.metricset import choose_metrics, metric_direction, pick_monitor
 
 
 def canonical_label(value: Any) -> Any:
@@ -46,9 +47,10 @@ class ClassificationHead(Head):
 
     Labels may be strings or integers; ``fit`` maps the training labels to class indices (sorted),
     and predictions are decoded back to the original labels. A label met after training that was not
-    seen in it is a :class:`~mmkit.errors.DataError`. Metrics: ``accuracy`` and ``macro_f1``
-    (multi-label: ``micro_f1``, ``macro_f1`` and ``accuracy`` = exact set match). Macro-F1 averages
-    over the classes that occur in the targets or the predictions of the evaluated split.
+    seen in it is a :class:`~mmkit.errors.DataError`. Metrics (``metrics``; computed with torchmetrics,
+    see ``docs/heads.md``): ``accuracy``, ``macro_f1``, ``micro_f1``, ``auroc``, ``average_precision``,
+    ``log_loss``, ``ece`` and ``top<K>_accuracy``; by default ``accuracy`` and ``macro_f1``
+    (multi-label: ``accuracy`` = exact set match, ``micro_f1``, ``macro_f1``).
 
     Args:
         num_classes: number of classes, or "auto" to use the distinct labels of the training split.
@@ -60,6 +62,8 @@ class ClassificationHead(Head):
         hidden: width of a hidden layer before the classifier (0 = linear classifier).
         dropout: dropout on the fused vector (and after the hidden layer).
         threshold: probability above which a class is predicted (multi-label only).
+        metrics: metrics to report: accuracy, macro_f1, micro_f1, auroc, average_precision, log_loss, ece,
+            top<K>_accuracy (None = accuracy and macro_f1; multi-label: accuracy, micro_f1, macro_f1).
     """
 
     monitor = "accuracy"
@@ -68,7 +72,8 @@ class ClassificationHead(Head):
     def __init__(self, input_dim: int, modality_dims: dict[str, int] | None = None,
                  num_classes: int | Literal["auto"] = "auto", field: str = "label", multi_label: bool = False,
                  delimiter: str = "|", label_smoothing: float = 0.0, class_weights: list[float] | None = None,
-                 hidden: int = 0, dropout: float = 0.0, threshold: float = 0.5) -> None:
+                 hidden: int = 0, dropout: float = 0.0, threshold: float = 0.5,
+                 metrics: list[str] | None = None) -> None:
         super().__init__()
         if num_classes != "auto" and (not isinstance(num_classes, int) or num_classes < 2 and not multi_label):
             raise ParameterError(f"num_classes must be 'auto' or an int >= 2, got {num_classes!r}")
@@ -82,8 +87,14 @@ class ClassificationHead(Head):
         self.label_smoothing = label_smoothing
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         self.threshold = threshold
-        if multi_label:
-            self.monitor = "micro_f1"
+        defaults = ["accuracy", "micro_f1", "macro_f1"] if multi_label else ["accuracy", "macro_f1"]
+        self.metrics = choose_metrics("classification", metrics, CLASSIFICATION_METRICS, defaults,
+                                      CLASSIFICATION_PATTERNS)
+        if multi_label and any(top_k(n) for n in self.metrics):
+            raise ParameterError("classification head: top-K accuracy needs single-label data (multi_label = false)")
+        directions = {n: metric_direction(n, CLASSIFICATION_METRICS, CLASSIFICATION_PATTERNS) for n in self.metrics}
+        self.monitor, self.monitor_mode = pick_monitor("micro_f1" if multi_label else "accuracy", self.metrics,
+                                                       directions)
         self.trunk, self._width = mlp_trunk(input_dim, hidden, dropout)
         self.labels: list[Any] = []
         self._index: dict[Any, int] = {}
@@ -96,6 +107,10 @@ class ClassificationHead(Head):
         if self.class_weights is not None and len(self.class_weights) != len(labels):
             raise ParameterError(f"class_weights has {len(self.class_weights)} values but there are "
                                  f"{len(labels)} classes ({self._show(labels)})")
+        too_big = [n for n in self.metrics if (top_k(n) or 0) >= len(labels)]
+        if too_big:
+            raise ParameterError(f"classification head: {too_big[0]} needs more than {top_k(too_big[0])} classes, "
+                                 f"there are {len(labels)} ({self._show(labels)})")
         self.labels = list(labels)
         self._index = {canonical_label(v): i for i, v in enumerate(self.labels)}
         if self.out is None or self.out.out_features != len(labels):
@@ -191,15 +206,19 @@ class ClassificationHead(Head):
             weight = None if self.class_weights is None else logits.new_tensor(self.class_weights)
             targets = batch.targets.to(logits.device)
             if self.multi_label:
-                per = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
+                soft = mix_targets(targets.float(), batch)
+                per = F.binary_cross_entropy_with_logits(logits.float(), soft, reduction="none")
                 loss = (per * weight if weight is not None else per).mean()
+            elif batch_mix(batch) is not None:  # Mixup/CutMix: class probabilities as targets
+                soft = mix_targets(F.one_hot(targets, logits.shape[-1]).float(), batch)
+                loss = F.cross_entropy(logits.float(), soft, weight=weight, label_smoothing=self.label_smoothing)
             else:
                 loss = F.cross_entropy(logits.float(), targets, weight=weight,
                                        label_smoothing=self.label_smoothing)
         return Output(loss, {"logits": logits})
 
-    def new_metrics(self) -> "ClassificationMetrics":
-        return ClassificationMetrics(len(self.labels), self.multi_label, self.threshold)
+    def new_metrics(self) -> ClassificationMetrics:
+        return ClassificationMetrics(len(self.labels), self.multi_label, self.threshold, self.metrics)
 
     def decode(self, preds: Mapping[str, Any]) -> list[dict[str, Any]]:
         logits = preds["logits"].detach().float().cpu()
@@ -214,64 +233,3 @@ class ClassificationHead(Head):
                 rows.append({"label": json_label(self.labels[max(range(len(p)), key=p.__getitem__)]),
                              "probs": named})
         return rows
-
-
-# -------------------------------------------------------------------------------- metrics
-def f1_scores(tp: Tensor, fp: Tensor, fn: Tensor) -> tuple[float, float]:
-    """(micro-F1, macro-F1) from per-class counts; macro averages classes with ``tp + fp + fn > 0``."""
-    tp, fp, fn = tp.double(), fp.double(), fn.double()
-    denom = 2 * tp + fp + fn
-    used = denom > 0
-    micro = float(2 * tp.sum() / denom.sum()) if denom.sum() > 0 else 0.0
-    macro = float((2 * tp[used] / denom[used]).mean()) if used.any() else 0.0
-    return micro, macro
-
-
-class ClassificationMetrics(Metrics):
-    """Accuracy and F1 over a whole evaluation (predictions are kept, ``merge`` concatenates)."""
-
-    def __init__(self, num_classes: int, multi_label: bool = False, threshold: float = 0.5) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.multi_label = multi_label
-        self.threshold = threshold
-        self.preds: list[Tensor] = []
-        self.targets: list[Tensor] = []
-
-    def update(self, output: Output, batch: Batch) -> None:
-        super().update(output, batch)
-        if batch.targets is None:
-            return
-        logits = output.preds["logits"].detach().float().cpu()
-        if self.multi_label:
-            self.preds.append(torch.sigmoid(logits) > self.threshold)
-            self.targets.append(batch.targets.detach().cpu() > 0.5)
-        else:
-            self.preds.append(logits.argmax(dim=-1))
-            self.targets.append(batch.targets.detach().cpu().long())
-
-    def merge(self, other: "Metrics") -> None:
-        super().merge(other)
-        assert isinstance(other, ClassificationMetrics)
-        self.preds += other.preds
-        self.targets += other.targets
-
-    def compute(self) -> dict[str, float]:
-        out = super().compute()
-        if not self.preds:
-            return out
-        if self.multi_label:
-            pred = cat_or_empty(self.preds, self.num_classes, dtype=torch.bool)
-            true = cat_or_empty(self.targets, self.num_classes, dtype=torch.bool)
-            tp, fp, fn = (pred & true).sum(0), (pred & ~true).sum(0), (~pred & true).sum(0)
-            micro, macro = f1_scores(tp, fp, fn)
-            out.update(accuracy=float((pred == true).all(dim=1).double().mean()), micro_f1=micro, macro_f1=macro)
-        else:
-            pred = cat_or_empty(self.preds, dtype=torch.long)
-            true = cat_or_empty(self.targets, dtype=torch.long)
-            n = max(self.num_classes, int(max(pred.max(), true.max())) + 1)
-            tp = torch.bincount(true[pred == true], minlength=n)
-            fp = torch.bincount(pred, minlength=n) - tp
-            fn = torch.bincount(true, minlength=n) - tp
-            out.update(accuracy=float((pred == true).double().mean()), macro_f1=f1_scores(tp, fp, fn)[1])
-        return out

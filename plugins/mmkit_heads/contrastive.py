@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmkit.errors import ParameterError
-from mmkit.interfaces import Batch, Fused, Head, Metrics, Output
+from mmkit import Batch, Fused, Head, Metrics, Output, ParameterError
 
-from mmkit_heads.common import cat_or_empty
+from mmkit_heads.common import refuse_mixing
+from mmkit_heads.metricset import TorchMetricSet, choose_metrics, metric_direction, pick_monitor, torchmetric
+
+#: retrieval metric names (reported per direction, e.g. image_to_text_r1) -> better direction
+RETRIEVAL_METRICS = {"mean_rank": "min", "map": "max"}
+RETRIEVAL_PATTERNS = {r"r([1-9]\d*)": "max"}
+RETRIEVAL_DEFAULTS = ["r1", "r5", "r10", "mean_rank", "map"]
 
 
 def gather_with_grad(t: Tensor) -> tuple[Tensor, int]:
@@ -59,8 +66,10 @@ class ContrastiveHead(Head):
     Each side has a linear projection to ``proj_dim`` followed by L2 normalisation; the similarity
     logits are scaled by a learnable ``exp(logit_scale)`` (initialised to ``1/temperature``, clamped
     at ``max_logit_scale``). Only samples where both modalities are present count. The head needs no
-    target column. Metrics over the whole evaluated split: recall@1/5/10 and mean rank in both
-    directions, e.g. ``image_to_text_r1``; a tie with the true match counts against it (pessimistic).
+    target column. Metrics over the whole evaluated split, in both directions (``image_to_text_r1``,
+    ``text_to_image_map``): recall@K (``r1``, ``r5``, ``r10``, any ``r<K>``), ``mean_rank`` and ``map``
+    (mean average precision; with one true match per query it is the mean of 1 / rank). A tie with
+    the true match counts against it (pessimistic).
 
     Args:
         query: modality whose embeddings are the queries (e.g. "image").
@@ -70,6 +79,7 @@ class ContrastiveHead(Head):
         learn_temperature: learn the logit scale (False keeps it fixed).
         max_logit_scale: upper clamp of exp(logit_scale).
         gather_distributed: under torch.distributed, use the whole global batch as negatives.
+        metrics: metrics to report per direction (None = ["r1", "r5", "r10", "mean_rank", "map"]).
     """
 
     monitor_mode = "max"
@@ -77,8 +87,10 @@ class ContrastiveHead(Head):
     def __init__(self, input_dim: int, modality_dims: dict[str, int] | None = None, query: str = "image",
                  key: str = "text", proj_dim: int = 128, temperature: float = 0.07,
                  learn_temperature: bool = True, max_logit_scale: float = 100.0,
-                 gather_distributed: bool = True) -> None:
+                 gather_distributed: bool = True, metrics: list[str] | None = None) -> None:
         super().__init__()
+        self.metrics = choose_metrics("contrastive", metrics, RETRIEVAL_METRICS, RETRIEVAL_DEFAULTS,
+                                      RETRIEVAL_PATTERNS)
         dims = dict(modality_dims or {})
         for side, name in (("query", query), ("key", key)):
             if name not in dims:
@@ -88,7 +100,9 @@ class ContrastiveHead(Head):
             raise ParameterError(f"contrastive head: query and key must differ, both are {query!r}")
         self.query, self.key = query, key
         self.fields = ()
-        self.monitor = f"{query}_to_{key}_r1"
+        directions = {n: metric_direction(n, RETRIEVAL_METRICS, RETRIEVAL_PATTERNS) for n in self.metrics}
+        monitor, self.monitor_mode = pick_monitor("r1", self.metrics, directions)
+        self.monitor = f"{query}_to_{key}_{monitor}"
         self.proj_q = nn.Linear(dims[query], proj_dim)
         self.proj_k = nn.Linear(dims[key], proj_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)),
@@ -97,6 +111,7 @@ class ContrastiveHead(Head):
         self.gather_distributed = gather_distributed
 
     def forward(self, fused: Fused, batch: Batch) -> Output:
+        refuse_mixing(batch, "contrastive")
         missing = [m for m in (self.query, self.key) if m not in fused.inputs]
         if missing:
             raise ParameterError(f"contrastive head: Fused.inputs lacks {missing} (has {sorted(fused.inputs)})")
@@ -113,8 +128,8 @@ class ContrastiveHead(Head):
                  f"present_{self.query}": eq.present, f"present_{self.key}": ek.present}
         return Output(loss, preds, {"logit_scale": scale.detach()})
 
-    def new_metrics(self) -> "RetrievalMetrics":
-        return RetrievalMetrics(self.query, self.key)
+    def new_metrics(self) -> RetrievalMetrics:
+        return RetrievalMetrics(self.query, self.key, self.metrics)
 
     def decode(self, preds: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -123,6 +138,14 @@ class ContrastiveHead(Head):
         for i in range(sides[0][1].shape[0]):
             rows.append({f"embedding_{m}": emb[i].tolist() if bool(pres[i]) else None for m, emb, pres in sides})
         return rows
+
+    # mmkit.Retrieval: what makes a trained model searchable (Predictor.search)
+    @property
+    def retrieval_modalities(self) -> tuple[str, str]:
+        return (self.query, self.key)
+
+    def retrieval_embeddings(self, preds: Mapping[str, Any]) -> dict[str, tuple[Tensor, Tensor]]:
+        return {m: (preds[f"emb_{m}"], preds[f"present_{m}"]) for m in (self.query, self.key)}
 
 
 # -------------------------------------------------------------------------------- metrics
@@ -141,42 +164,55 @@ def retrieval_ranks(q: Tensor, k: Tensor, tie_tol: float = 1e-6, chunk: int = 10
     return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
 
 
-def recall_scores(q: Tensor, k: Tensor, prefix: str, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """``{prefix}_r1`` ... recall@K (fractions) and ``{prefix}_mean_rank`` for queries ``q`` over keys ``k``."""
-    ranks = retrieval_ranks(q, k).double()
+def retrieval_scores(ranks: Tensor, prefix: str, names: Sequence[str]) -> dict[str, float]:
+    """``{prefix}_{name}`` for each metric name (``r<K>``, ``mean_rank``, ``map``) from 1-based ranks."""
     if ranks.numel() == 0:
         return {}
-    out = {f"{prefix}_r{n}": float((ranks <= n).double().mean()) for n in ks}
-    out[f"{prefix}_mean_rank"] = float(ranks.mean())
+    ranks = ranks.double()
+    out = {}
+    for name in names:
+        if name == "mean_rank":
+            out[f"{prefix}_{name}"] = float(ranks.mean())
+        elif name == "map":  # one relevant key per query: average precision = precision at its rank = 1 / rank
+            out[f"{prefix}_{name}"] = float((1.0 / ranks).mean())
+        else:
+            out[f"{prefix}_{name}"] = float((ranks <= int(name[1:])).double().mean())
     return out
 
 
-class RetrievalMetrics(Metrics):
-    """Collects the paired embeddings of a whole evaluation; ``compute`` ranks all against all."""
+def recall_scores(q: Tensor, k: Tensor, prefix: str, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """``{prefix}_r1`` ... recall@K (fractions) and ``{prefix}_mean_rank`` for queries ``q`` over keys ``k``."""
+    return retrieval_scores(retrieval_ranks(q, k), prefix, [*(f"r{n}" for n in ks), "mean_rank"])
 
-    def __init__(self, query: str, key: str) -> None:
-        super().__init__()
+
+class RetrievalMetrics(TorchMetricSet):
+    """Collects the paired embeddings of a whole evaluation (torchmetrics ``CatMetric`` states, merged
+    with ``merge_state``); ``compute`` ranks every query against every key, in both directions."""
+
+    def __init__(self, query: str, key: str, metrics: list[str] | None = None) -> None:
         self.query, self.key = query, key
-        self.q: list[Tensor] = []
-        self.k: list[Tensor] = []
+        super().__init__([], helpers=["q", "k"])
+        self.names = list(metrics or RETRIEVAL_DEFAULTS)
 
-    def update(self, output: Output, batch: Batch) -> None:
-        super().update(output, batch)
+    def build(self, name: str) -> Any:
+        return torchmetric("CatMetric", "aggregation", nan_strategy="disable")
+
+    def prepare(self, output: Output, batch: Batch) -> dict[str, Any] | None:
         p = output.preds
         both = (p[f"present_{self.query}"] & p[f"present_{self.key}"]).cpu()
-        self.q.append(p[f"emb_{self.query}"].detach().float().cpu()[both])
-        self.k.append(p[f"emb_{self.key}"].detach().float().cpu()[both])
+        return {"n": int(both.sum()), "q": p[f"emb_{self.query}"].detach().float().cpu()[both],
+                "k": p[f"emb_{self.key}"].detach().float().cpu()[both]}
 
-    def merge(self, other: "Metrics") -> None:
-        super().merge(other)
-        assert isinstance(other, RetrievalMetrics)
-        self.q += other.q
-        self.k += other.k
+    def feed(self, name: str, meter: Any, prepared: dict[str, Any]) -> None:
+        meter.update(prepared[name])
 
     def compute(self) -> dict[str, float]:
-        out = super().compute()
-        q, k = cat_or_empty(self.q, 0), cat_or_empty(self.k, 0)
-        if q.shape[0]:
-            out.update(recall_scores(q, k, f"{self.query}_to_{self.key}"))
-            out.update(recall_scores(k, q, f"{self.key}_to_{self.query}"))
+        out = Metrics.compute(self)
+        if not self.samples:
+            return out
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            q, k = self.meters["q"].compute(), self.meters["k"].compute()
+        out.update(retrieval_scores(retrieval_ranks(q, k), f"{self.query}_to_{self.key}", self.names))
+        out.update(retrieval_scores(retrieval_ranks(k, q), f"{self.key}_to_{self.query}", self.names))
         return out

@@ -1,4 +1,4 @@
-"""Regression head: one standardized scalar target, MSE or Huber loss, RMSE/MAE/R² metrics."""
+"""Regression head: one standardized scalar target, MSE or Huber loss, RMSE/MAE/R²/Spearman metrics."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmkit.errors import DataError, ParameterError
-from mmkit.interfaces import Batch, Fused, Head, Metrics, Output
+from mmkit import Batch, DataError, Fused, Head, Output, ParameterError
 
-from mmkit_heads.common import cat_or_empty, mlp_trunk
+from mmkit_heads.common import mix_targets, mlp_trunk
+from mmkit_heads.metricset import TorchMetricSet, choose_metrics, pick_monitor, torchmetric
 
 
 class RegressionHead(Head):
@@ -21,7 +21,8 @@ class RegressionHead(Head):
     ``fit`` stores the training targets' mean and standard deviation; the network predicts the
     standardized value ``(y - mean) / std``, the loss is computed on that scale (so its size does not
     depend on the target's units) and predictions are returned on the original scale. Metrics on the
-    original scale: ``rmse``, ``mae``, ``r2`` (1 - SS_res / SS_tot over the whole split).
+    original scale, computed with torchmetrics: ``rmse``, ``mae``, ``r2`` (1 - SS_res / SS_tot over the
+    whole split) by default, and ``spearman`` (rank correlation) on request.
 
     Args:
         field: the data field holding the target number.
@@ -30,6 +31,7 @@ class RegressionHead(Head):
         standardize: standardize targets with the training mean/std (False: predict raw values).
         hidden: width of a hidden layer before the output (0 = linear).
         dropout: dropout on the fused vector (and after the hidden layer).
+        metrics: metrics to report (None = ["rmse", "mae", "r2"]); any of rmse, mae, r2, spearman.
     """
 
     monitor = "rmse"
@@ -37,8 +39,10 @@ class RegressionHead(Head):
 
     def __init__(self, input_dim: int, modality_dims: dict[str, int] | None = None, field: str = "target",
                  loss: Literal["mse", "huber"] = "mse", huber_delta: float = 1.0, standardize: bool = True,
-                 hidden: int = 0, dropout: float = 0.0) -> None:
+                 hidden: int = 0, dropout: float = 0.0, metrics: list[str] | None = None) -> None:
         super().__init__()
+        self.metrics = choose_metrics("regression", metrics, REGRESSION_METRICS, ["rmse", "mae", "r2"])
+        self.monitor, self.monitor_mode = pick_monitor("rmse", self.metrics, REGRESSION_METRICS)
         if loss not in ("mse", "huber"):
             raise ParameterError(f"loss must be 'mse' or 'huber', got {loss!r}")
         self.field = field
@@ -93,53 +97,50 @@ class RegressionHead(Head):
         value = z * self.std + self.mean
         loss = None
         if batch.targets is not None:
-            target_z = (batch.targets.to(z.device).float() - self.mean) / self.std
+            target_z = (mix_targets(batch.targets.to(z.device).float(), batch) - self.mean) / self.std
             if self.loss_kind == "mse":
                 loss = F.mse_loss(z, target_z)
             else:
                 loss = F.huber_loss(z, target_z, delta=self.huber_delta)
         return Output(loss, {"value": value})
 
-    def new_metrics(self) -> "RegressionMetrics":
-        return RegressionMetrics()
+    def new_metrics(self) -> RegressionMetrics:
+        return RegressionMetrics(self.metrics)
 
     def decode(self, preds: Mapping[str, Any]) -> list[dict[str, Any]]:
         return [{"value": v} for v in preds["value"].detach().float().cpu().tolist()]
 
 
-def regression_scores(pred: Tensor, true: Tensor) -> dict[str, float]:
-    """RMSE, MAE and R² (R² is 1.0 for a perfect fit of a constant target and 0.0 otherwise)."""
-    pred, true = pred.double(), true.double()
-    err = pred - true
-    ss_res = float(err.pow(2).sum())
-    ss_tot = float((true - true.mean()).pow(2).sum())
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
-    return {"rmse": float(err.pow(2).mean().sqrt()), "mae": float(err.abs().mean()), "r2": r2}
+#: metric name -> better direction
+REGRESSION_METRICS = {"rmse": "min", "mae": "min", "r2": "max", "spearman": "max"}
+_TORCHMETRICS = {"rmse": ("MeanSquaredError", {"squared": False}), "mae": ("MeanAbsoluteError", {}),
+                 "r2": ("R2Score", {}), "spearman": ("SpearmanCorrCoef", {})}
 
 
-class RegressionMetrics(Metrics):
-    """RMSE/MAE/R² over a whole evaluation (values are kept, ``merge`` concatenates)."""
+class RegressionMetrics(TorchMetricSet):
+    """RMSE, MAE, R² and Spearman's rank correlation over a whole evaluation (torchmetrics, float64).
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.preds: list[Tensor] = []
-        self.targets: list[Tensor] = []
+    R² is ``1 - SS_res / SS_tot`` (1.0 for a perfect fit of a constant target, 0.0 for any other fit of
+    one); R² and Spearman are NaN for a split of fewer than 2 samples.
+    """
 
-    def update(self, output: Output, batch: Batch) -> None:
-        super().update(output, batch)
-        if batch.targets is not None:
-            self.preds.append(output.preds["value"].detach().double().cpu())
-            self.targets.append(batch.targets.detach().double().cpu())
+    def __init__(self, metrics: list[str] | None = None) -> None:
+        super().__init__(metrics or ["rmse", "mae", "r2"])
 
-    def merge(self, other: "Metrics") -> None:
-        super().merge(other)
-        assert isinstance(other, RegressionMetrics)
-        self.preds += other.preds
-        self.targets += other.targets
+    def build(self, name: str) -> Any:
+        cls, kwargs = _TORCHMETRICS[name]
+        return torchmetric(cls, "regression", **kwargs).set_dtype(torch.float64)
 
-    def compute(self) -> dict[str, float]:
-        out = super().compute()
-        if self.preds:
-            out.update(regression_scores(cat_or_empty(self.preds, dtype=torch.float64),
-                                         cat_or_empty(self.targets, dtype=torch.float64)))
-        return out
+    def prepare(self, output: Output, batch: Batch) -> dict[str, Any] | None:
+        if batch.targets is None:
+            return None
+        pred = output.preds["value"].detach().double().cpu().reshape(-1)
+        return {"n": int(pred.shape[0]), "pred": pred, "target": batch.targets.detach().double().cpu().reshape(-1)}
+
+    def feed(self, name: str, meter: Any, prepared: dict[str, Any]) -> None:
+        meter.update(prepared["pred"], prepared["target"])
+
+    def value(self, name: str) -> float:
+        if name in ("r2", "spearman") and self.samples < 2:
+            return float("nan")
+        return float(self.meters[name].compute())

@@ -13,8 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mmkit.errors import DataError
-from mmkit.modality import Modality
+from mmkit import DataError, Modality
 
 
 def to_rgb(image: Any) -> Any:

@@ -3,16 +3,22 @@
 ``mmkit data export DATASET --out DIR`` writes a registered dataset as manifests (``train.jsonl``,
 ``val.jsonl``, ``test.jsonl``) with PIL images saved as PNG files under ``DIR/images/SPLIT/`` and
 referenced by relative paths, so the export loads back like any user data. No torch is imported.
+
+The export never mixes with or overwrites what is already in DIR: it is written into a hidden
+folder next to DIR and renamed into place when complete. DIR must be new or empty; ``--overwrite``
+replaces an earlier export (a folder holding only the split manifests and ``images/``), never a
+folder with anything else in it.
 """
 
 from __future__ import annotations
 
-import ast
-import inspect
 import json
 import math
+import os
+import shutil
+import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -20,6 +26,8 @@ from mmkit.errors import DataError, MmkitError
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+MAX_ROWS = 10**9
+EXPORT_ENTRIES = {f"{s}.jsonl" for s in SPLITS} | {"images"}  # what an export writes (and may replace)
 
 
 def split_sizes(n: int, sizes: str | None) -> tuple[int, int, int]:
@@ -33,35 +41,35 @@ def split_sizes(n: int, sizes: str | None) -> tuple[int, int, int]:
             values = [float(p) for p in parts]
         except ValueError:
             raise click.BadParameter(f"sizes must be numbers, got {sizes!r}", param_hint="--split-sizes") from None
-        if any(v < 0 for v in values):
-            raise click.BadParameter("sizes must not be negative", param_hint="--split-sizes")
+        if not all(math.isfinite(v) and 0 <= v <= MAX_ROWS for v in values):
+            raise click.BadParameter(f"sizes must be numbers from 0 to {MAX_ROWS}, got {sizes!r}",
+                                     param_hint="--split-sizes")
         if all(v.is_integer() for v in values) and any(v > 1 for v in values):
             return tuple(int(v) for v in values)  # type: ignore[return-value]
         fractions = values
     else:
         fractions = list(DEFAULT_FRACTIONS)
     total = sum(fractions) or 1.0
-    val = int(round(n * fractions[1] / total))
-    test = int(round(n * fractions[2] / total))
+    val = round(n * fractions[1] / total)
+    test = round(n * fractions[2] / total)
     return max(n - val - test, 0), val, test
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as a TOML value (as ``--set`` and ``mmkit eval -o`` do)."""
+    from mmkit.recipe import parse_value
+
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}", param_hint="-o/--option")
-    try:
-        parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        parsed = value
-    return key.strip(), parsed
+        raise click.BadParameter(f"expected KEY=VALUE, got {text[:80]!r}", param_hint="-o/--option")
+    return key.strip(), parse_value(value.strip(), f"-o {key.strip()}")
 
 
 def _jsonable(value: Any, where: str) -> Any:
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
-        return None if math.isnan(value) else value
+        return value if math.isfinite(value) else None
     if isinstance(value, (list, tuple)):
         return [_jsonable(v, where) for v in value]
     if isinstance(value, dict):
@@ -76,13 +84,10 @@ def _jsonable(value: Any, where: str) -> Any:
     raise DataError(f"{where}: cannot write a {type(value).__name__} value to JSON")
 
 
-def dataset_arguments(fn: Callable[..., Any], sizes: tuple[int, int, int], seed: int | None,
+def dataset_arguments(accepted: set[str], sizes: tuple[int, int, int], seed: int | None,
                       options: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for a dataset callable: split sizes and seed where it takes them."""
-    try:
-        accepted = set(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        accepted = set()
+    """Keyword arguments for a dataset taking the parameters ``accepted``: split sizes and seed
+    where it takes them, then the user's options."""
     kwargs: dict[str, Any] = {}
     for key, value in zip(("n_train", "n_val", "n_test"), sizes):
         if key in accepted:
@@ -94,10 +99,8 @@ def dataset_arguments(fn: Callable[..., Any], sizes: tuple[int, int, int], seed:
 
 
 def export_splits(data: Any, out: Path, progress: Any = None) -> dict[str, int]:
-    """Write ``data`` (DataSplits) into ``out``: PNG files + one ``SPLIT.jsonl`` per non-empty split.
-
-    Returns rows written per split.
-    """
+    """Write ``data`` (DataSplits) into the new or empty folder ``out``: PNG files + one
+    ``SPLIT.jsonl`` per non-empty split. Returns rows written per split."""
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +108,8 @@ def export_splits(data: Any, out: Path, progress: Any = None) -> dict[str, int]:
     for split, rows in data.splits.items():
         if not rows:
             continue
+        if f"{split}.jsonl" not in EXPORT_ENTRIES:
+            raise DataError(f"{data.name}: split {split!r} is not one of {', '.join(SPLITS)}")
         task = progress.add_task(f"{split}", total=len(rows)) if progress is not None else None
         image_dir = out / "images" / split
         with (out / f"{split}.jsonl").open("w", encoding="utf-8") as f:
@@ -114,15 +119,75 @@ def export_splits(data: Any, out: Path, progress: Any = None) -> dict[str, int]:
                 for key, value in row.items():
                     if isinstance(value, Image.Image):
                         image_dir.mkdir(parents=True, exist_ok=True)
-                        name = f"{i:06d}.png" if len(images) == 1 else f"{i:06d}_{key}.png"
+                        name = f"{i:06d}.png" if len(images) == 1 else f"{i:06d}_{_safe(key)}.png"
                         value.save(image_dir / name, format="PNG")
                         record[key] = f"images/{split}/{name}"
                     else:
                         record[key] = _jsonable(value, f"{split} row {i + 1} column {key}")
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
                 if task is not None:
                     progress.advance(task)
         counts[split] = len(rows)
+    return counts
+
+
+def _safe(key: Any) -> str:
+    """A column name usable in a file name (an image column may be called anything)."""
+    text = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(key))[:40]
+    return text or "image"
+
+
+def check_export_target(out: Path, overwrite: bool) -> None:
+    """Refuse, before anything is generated, an ``--out`` that holds the user's files: a non-empty
+    folder needs ``--overwrite``, and even then may hold only an earlier export's entries."""
+    from mmkit.safeio import name_max
+
+    limit = name_max(out.parent)
+    if any(len(os.fsencode(part)) > limit for part in out.parts):
+        raise click.BadParameter(f"a name in {str(out)[:60]}... is longer than this filesystem allows ({limit} "
+                                 f"bytes)", param_hint="--out")
+    if out.exists() and not out.is_dir():
+        raise click.BadParameter(f"{out} is a file", param_hint="--out")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return
+    foreign = [e for e in entries if e not in EXPORT_ENTRIES]
+    if foreign:
+        raise click.BadParameter(f"{out} holds files that are not an mmkit export ({', '.join(foreign[:3])}); "
+                                 f"choose a new or empty folder (nothing was written)", param_hint="--out")
+    if not overwrite:
+        raise click.BadParameter(f"{out} is not empty ({', '.join(entries)}); pass --overwrite to replace it, or "
+                                 f"choose a new folder (nothing was written)", param_hint="--out")
+
+
+def write_export(data: Any, out: Path, progress: Any = None) -> dict[str, int]:
+    """Export into a hidden folder next to ``out``, then put it in place of ``out`` (whose earlier
+    export, if any, is removed only after the new one is complete). Nothing is left behind on failure."""
+    stage = out.parent / f".{out.name[:40]}.tmp-{uuid.uuid4().hex[:8]}"
+    old = out.parent / f".{out.name[:40]}.old-{uuid.uuid4().hex[:8]}"
+    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        counts = export_splits(data, stage, progress)
+        if out.is_dir() and any(out.iterdir()):
+            os.rename(out, old)
+        elif out.is_dir():
+            out.rmdir()
+        os.rename(stage, out)
+    except BaseException as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.rename(old, out)  # put the earlier export back
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        if isinstance(exc, OSError):
+            raise MmkitError(f"cannot write the export to {out}: {exc.strerror or exc}; nothing was written"
+                             ) from None
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     return counts
 
 
@@ -140,42 +205,48 @@ def data() -> None:
 @data.command("export")
 @click.argument("dataset")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder to write the manifests and images to.")
-@click.option("--n", "n", type=int, default=1000, show_default=True,
+              help="New or empty folder to write the manifests and images to.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in --out (never other files).")
+@click.option("--n", "n", type=click.IntRange(min=0, max=MAX_ROWS), default=1000, show_default=True,
               help="Total number of rows (split 80/10/10 unless --split-sizes says otherwise).")
-@click.option("--seed", type=int, default=None, help="Random seed passed to the dataset (default: the dataset's).")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=None,
+              help="Random seed passed to the dataset (default: the dataset's).")
 @click.option("--split-sizes", "sizes", default=None, metavar="TRAIN,VAL,TEST",
               help="Rows per split as counts (800,100,100) or fractions of --n (0.8,0.1,0.1).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Extra dataset argument, e.g. -o image_size=32 (repeatable).")
-def export_cmd(dataset: str, out: Path, n: int, seed: int | None, sizes: str | None, options: tuple[str, ...]) -> None:
+              help="Extra dataset argument, a TOML value, e.g. -o image_size=32 (repeatable).")
+def export_cmd(dataset: str, out: Path, overwrite: bool, n: int, seed: int | None, sizes: str | None,
+               options: tuple[str, ...]) -> None:
     """Write the registered DATASET as JSONL manifests with PNG images (relative paths).
+
+    \b
+    --out must be a new or empty folder; --overwrite replaces an earlier export there (a folder
+    holding only train/val/test.jsonl and images/), never other files. The export is written
+    next to --out and moved into place when complete, so a failure leaves --out as it was.
 
     \b
     Examples:
       mmkit data export shapes --n 200 --out data/shapes --seed 1
       mmkit data export shapes --split-sizes 1000,200,200 -o image_size=32 --out data/shapes32
+      mmkit data export shapes --n 500 --out data/shapes --overwrite
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mmkit.registry import get_registry
 
-    if n < 0:
-        raise click.BadParameter("must not be negative", param_hint="--n")
-    info = get_registry().get("dataset", dataset)
-    fn = info.load()
-    kwargs = dataset_arguments(fn, split_sizes(n, sizes), seed, dict(_parse_option(o) for o in options))
-    try:
-        splits = fn(**kwargs)
-    except TypeError as exc:
-        raise MmkitError(f"dataset {dataset!r}: {exc}") from exc
+    check_export_target(out, overwrite)
+    registry = get_registry()
+    info = registry.describe("dataset", dataset)
+    accepted = {p.name for p in info.params or ()}
+    kwargs = dataset_arguments(accepted, split_sizes(n, sizes), seed, dict(_parse_option(o) for o in options))
+    splits = registry.create("dataset", dataset, **kwargs)
     columns = getattr(splits, "columns", {}) or {}
     with Progress(TextColumn("{task.description:>5}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True) as progress:
-        counts = export_splits(splits, out, progress)
+        counts = write_export(splits, out, progress)
     written = ", ".join(f"{s}.jsonl ({c} rows)" for s, c in counts.items())
-    click.echo(f"wrote {written} to {out}")
-    if columns:
+    click.echo(f"wrote {written or 'nothing (every split is empty)'} to {out}")
+    if columns and counts:
         mapping = ", ".join(f"{k} = {json.dumps(v)}" for k, v in columns.items())
-        files = "\n".join(f'{s} = "{out / (s + ".jsonl")}"' for s in counts)
+        files = "\n".join(f'{s} = {json.dumps(str(out / (s + ".jsonl")))}' for s in counts)
         click.echo(f"recipe:\n[data]\n{files}\ncolumns = {{ {mapping} }}")

@@ -6,14 +6,13 @@ Listing and registering import no torch; predict/eval/embed import the predictor
 from __future__ import annotations
 
 import json
-import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import click
 
+from mmkit.cli_types import DEVICE, check_output_file, output_file
 from mmkit.errors import MmkitError
 
 SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -22,8 +21,9 @@ _registry_option = click.option(
     "--registry", "registry", type=click.Path(file_okay=False), default=None, metavar="DIR",
     help="Registry folder (default: $MMKIT_REGISTRY, else $XDG_DATA_HOME/mmkit/models or "
          "~/.local/share/mmkit/models).")
-_device_option = click.option("--device", default="cpu", show_default=True,
+_device_option = click.option("--device", type=DEVICE, default="cpu", show_default=True,
                               help="cpu, cuda, cuda:N or auto (a model trained on a GPU runs on the CPU too).")
+_overwrite_option = click.option("--overwrite", is_flag=True, help="Replace --out if it exists (after success only).")
 _checkpoint_option = click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best",
                                   show_default=True, help="Which checkpoint of a run directory to use.")
 
@@ -95,7 +95,10 @@ def models_group(ctx: click.Context, as_json: bool, registry: str | None) -> Non
         return
     from mmkit import models
 
-    rows = models.list_models(registry)
+    problems: list[str] = []
+    rows = models.list_models(registry, problems)
+    for problem in problems:
+        click.secho(f"warning: {problem}", fg="yellow", err=True)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -103,7 +106,8 @@ def models_group(ctx: click.Context, as_json: bool, registry: str | None) -> Non
     from rich.table import Table
 
     console = Console(highlight=False)
-    table = Table(title="built-in cards (recipes: model = \"NAME\")", box=None, header_style="bold", title_justify="left")
+    table = Table(title="built-in cards (recipes: model = \"NAME\")", box=None, header_style="bold",
+                  title_justify="left")
     for col in ("name", "task", "description"):
         table.add_column(col, overflow="fold")
     for r in rows:
@@ -116,8 +120,8 @@ def models_group(ctx: click.Context, as_json: bool, registry: str | None) -> Non
     for col in ("name", "version", "task", "metrics", "created"):
         table.add_column(col, overflow="fold")
     for r in registered:
-        table.add_row(r["name"], str(r["version"]), str(r["task"]), models.metric_line(r.get("metrics", {})),
-                      str(r.get("created", ""))[:16].replace("T", " "))
+        table.add_row(str(r["name"]), str(r["version"]), str(r["task"]), models.metric_line(r.get("metrics", {})),
+                      str(r.get("created") or "")[:16].replace("T", " "))
     console.print(table)
     if not registered:
         console.print("  none yet: mmkit register RUN_DIR --name NAME")
@@ -167,16 +171,23 @@ def show_model_cmd(ctx: click.Context, name: str, as_json: bool, registry: str |
         click.echo(f"  sha256 {digest_file}: {digest}")
     metrics = card.get("metrics") or {}
     for split, values in (metrics.get("final") or {}).items():
-        click.echo(f"  final {split}: " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()
-                                                  if isinstance(v, (int, float))))
+        if isinstance(values, dict):
+            click.echo(f"  final {split}: " + "  ".join(f"{k} {models.fmt_number(v)}" for k, v in values.items()))
     best = metrics.get("best") or {}
     if best.get("metric"):
-        click.echo(f"  best: {best['metric']} {best['value']:.4g} at step {best.get('step')}")
+        click.echo(f"  best: {best['metric']} {models.fmt_number(best.get('value'))} at step {best.get('step')}")
 
 
 # ------------------------------------------------------------------------------------- helpers
 def _progress(total: int | None, label: str, quiet: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = _stderr()
     return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
@@ -184,7 +195,9 @@ def _progress(total: int | None, label: str, quiet: bool):
                     console=console, transient=False, disable=quiet or not console.is_terminal)
 
 
-def _report_bad(bad: list[Any], done: int, out: str) -> None:
+def _report_bad(bad: list[Any], done: int, out: str, quiet: bool = False) -> None:
+    if quiet:
+        return
     err = _stderr()
     if bad:
         err.print(f"skipped {len(bad)} bad row(s):", markup=False)
@@ -195,35 +208,6 @@ def _report_bad(bad: list[Any], done: int, out: str) -> None:
     err.print(f"{done} row(s) -> {out}", markup=False)
 
 
-class _AtomicText:
-    """A text file written to a temporary name and renamed into place on success (stdout for '-')."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self.tmp: Path | None = None
-        self.fh: Any = None
-
-    def __enter__(self) -> Any:
-        if self.path in (None, "-"):
-            self.fh = sys.stdout
-            return self.fh
-        target = Path(self.path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-        self.fh = open(self.tmp, "w", encoding="utf-8")
-        return self.fh
-
-    def __exit__(self, exc_type: Any, *rest: Any) -> None:
-        if self.tmp is None:
-            self.fh.flush()
-            return
-        self.fh.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-
-
 # ------------------------------------------------------------------------------------- predict
 @click.command("predict", context_settings=SETTINGS)
 @click.argument("model")
@@ -231,7 +215,8 @@ class _AtomicText:
               help="Rows to predict: .jsonl, .csv or .parquet with the columns the model was trained on.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Write JSON Lines here (default: stdout). Written to a temporary file, renamed when done.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@_overwrite_option
+@click.option("--batch-size", type=click.IntRange(min=1, max=1 << 20), default=32, show_default=True)
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and count) rows that cannot be read instead of stopping.")
 @click.option("--allow-missing-columns", is_flag=True,
               help="Accept input without a model column at all (that modality is absent in every row).")
@@ -239,43 +224,65 @@ class _AtomicText:
 @_checkpoint_option
 @_registry_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
-def predict_cmd(model: str, input_path: str, out: str | None, batch_size: int, skip_bad_rows: bool,
+def predict_cmd(model: str, input_path: str, out: str | None, overwrite: bool, batch_size: int, skip_bad_rows: bool,
                 allow_missing_columns: bool, device: str, checkpoint: str, registry: str | None, quiet: bool) -> None:
     """Predict every row of --input with MODEL; one JSON object per row.
 
     \b
-    MODEL is NAME, NAME@VERSION, NAME@latest, a registered/saved model folder or a run directory.
-    Each output line is {"row": N, ...the head's prediction}: "label" and "probs" for
-    classification, "value" for regression, "caption" for captioning, embeddings for contrastive.
-    An empty cell is a missing modality (predicted through the fusion's missing-modality handling).
-    The input is streamed in batches: memory stays flat however long the file is.
+    MODEL is NAME, NAME@VERSION, NAME@latest (the registry), or a path: a registered/saved model
+    folder or a run directory (./runs/quickstart). Each output line is {"row": N, ...the head's
+    prediction}: "label" and "probs" for classification, "value" for regression, "caption" for
+    captioning, embeddings for contrastive. An empty cell is a missing modality (predicted through
+    the fusion's missing-modality handling). The input is streamed in batches: memory stays flat
+    however long the file is. --out is written only when at least one row was predicted; an existing
+    file is replaced only with --overwrite. Non-finite numbers are written as null (strict JSON).
 
     \b
     Examples:
       mmkit predict claims --input data/shapes/test.jsonl --out predictions.jsonl
-      mmkit predict runs/quickstart --input rows.csv --skip-bad-rows > predictions.jsonl
+      mmkit predict ./runs/quickstart --input rows.csv --skip-bad-rows > predictions.jsonl
       mmkit predict claims@2 --input big.jsonl --out p.jsonl --batch-size 256 --device cuda
     """
     from mmkit.predictor import BadRow, count_records, load
 
-    predictor = load(model, device=device, registry=registry, checkpoint=checkpoint)
+    if out not in (None, "-"):
+        check_output_file(out, overwrite=overwrite, inputs=(input_path,))
     total = count_records(input_path)
+    predictor = load(model, device=device, registry=registry, checkpoint=checkpoint)
     bad: list[BadRow] = []
-    done = 0
+    if out in (None, "-"):
+        done = _predict_rows(predictor, input_path, sys.stdout, total, batch_size, skip_bad_rows, bad,
+                             allow_missing_columns, quiet)
+    else:
+        with output_file(out) as fh:
+            done = _predict_rows(predictor, input_path, fh, total, batch_size, skip_bad_rows, bad,
+                                 allow_missing_columns, quiet)
+            if done == 0:
+                _report_bad(bad, done, "nothing written", quiet)
+                raise MmkitError(f"{input_path}: no row could be predicted; {out} was not written")
+    _report_bad(bad, done, out or "stdout", quiet)
+    if done == 0:
+        raise MmkitError(f"{input_path}: no row could be predicted")
+
+
+def _predict_rows(predictor: Any, input_path: str, fh: Any, total: int, batch_size: int, skip_bad_rows: bool,
+                  bad: list[Any], allow_missing_columns: bool, quiet: bool) -> int:
+    """Write one strict JSON line per predicted row to ``fh``; the number of rows written."""
     import time
 
+    from mmkit.safeio import dumps_json
+
+    done = 0
     t0 = time.perf_counter()
-    with _progress(total, "predict", quiet) as progress, _AtomicText(out) as fh:
+    with _progress(total, "predict", quiet) as progress:
         task = progress.add_task("predict", total=total, rate=0.0)
         for number, pred in predictor.iter_predict(input_path, batch_size, skip_bad_rows=skip_bad_rows,
                                                    bad_rows=bad, allow_missing_columns=allow_missing_columns):
-            fh.write(json.dumps({"row": number, **pred}, ensure_ascii=False) + "\n")
+            fh.write(dumps_json({"row": number, **pred}, ensure_ascii=False) + "\n")
             done += 1
             progress.update(task, completed=done + len(bad), rate=done / max(time.perf_counter() - t0, 1e-9))
-    if not quiet:
-        _report_bad(bad, done, out or "stdout")
-    if done == 0:
-        raise MmkitError(f"{input_path}: no row could be predicted")
+    fh.flush()
+    return done
 
 
 # ------------------------------------------------------------------------------------- eval
@@ -286,7 +293,7 @@ def predict_cmd(model: str, input_path: str, out: str | None, batch_size: int, s
 @click.option("--split", default="test", show_default=True, help="Split of a registered dataset.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Dataset option (e.g. -o n_test=1000); the training recipe's options are reused otherwise.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1, max=1 << 20), default=32, show_default=True)
 @_device_option
 @_checkpoint_option
 @_registry_option
@@ -313,7 +320,7 @@ def eval_cmd(model: str, data: str, split: str, options: tuple[str, ...], batch_
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="-o/--option")
-        opts[key.strip()] = parse_value(value.strip())
+        opts[key.strip()] = parse_value(value.strip(), f"-o {key.strip()}")
     predictor = load(model, device=device, registry=registry, checkpoint=checkpoint)
     if ablate:
         _eval_ablate(predictor, data, split, opts, batch_size, as_json)
@@ -356,80 +363,110 @@ def _eval_ablate(predictor: Any, data: str, split: str, opts: dict[str, Any], ba
               help="Rows to embed: .jsonl, .csv or .parquet.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Output .npy (float32 [rows, dim]) or .parquet (needs pyarrow).")
-@click.option("--modality", default=None, help="Embed one modality (its encoder's pooled output) instead of the fused vector.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@_overwrite_option
+@click.option("--modality", default=None,
+              help="Embed one modality (its encoder's pooled output) instead of the fused vector.")
+@click.option("--batch-size", type=click.IntRange(min=1, max=1 << 20), default=32, show_default=True)
 @click.option("--skip-bad-rows", is_flag=True, help="Write NaN rows for unreadable rows instead of stopping.")
 @click.option("--allow-missing-columns", is_flag=True, help="Accept input without a model column at all.")
 @_device_option
 @_checkpoint_option
 @_registry_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
-def embed_cmd(model: str, input_path: str, out: str, modality: str | None, batch_size: int, skip_bad_rows: bool,
-              allow_missing_columns: bool, device: str, checkpoint: str, registry: str | None, quiet: bool) -> None:
+def embed_cmd(model: str, input_path: str, out: str, overwrite: bool, modality: str | None, batch_size: int,
+              skip_bad_rows: bool, allow_missing_columns: bool, device: str, checkpoint: str, registry: str | None,
+              quiet: bool) -> None:
     """Write one embedding per input row: the fused vector, or one modality's with --modality.
 
     \b
     Row i of the output is row i of the input. Rows where --modality is absent, and skipped bad
-    rows, are NaN. The .npy file is written in place batch by batch (memory stays flat).
+    rows, are NaN. The file is streamed batch by batch (memory stays flat) into a temporary file that
+    is renamed to --out only when at least one row was embedded; an existing file is replaced only
+    with --overwrite.
 
     \b
     Examples:
       mmkit embed claims --input data/shapes/test.jsonl --out fused.npy
       mmkit embed clip --input captions.jsonl --out text.npy --modality text
     """
-    import numpy as np
-
     from mmkit.predictor import BadRow, count_records, load
 
     suffix = Path(out).suffix.lower()
     if suffix not in (".npy", ".parquet"):
         raise click.BadParameter("use a .npy (or .parquet) file name", param_hint="--out")
+    check_output_file(out, overwrite=overwrite, inputs=(input_path,))
     if suffix == ".parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise MmkitError("writing Parquet needs pyarrow: pip install 'mmkit[parquet]' (or use --out FILE.npy)") from None
+            raise MmkitError("writing Parquet needs pyarrow: pip install 'mmkit[parquet]' "
+                             "(or use --out FILE.npy)") from None
+    total = count_records(input_path)
     predictor = load(model, device=device, registry=registry, checkpoint=checkpoint)
     dim = predictor.embedding_dim(modality)
-    total = count_records(input_path)
     bad: list[BadRow] = []
+    chunks = predictor.iter_embed(input_path, modality, batch_size, skip_bad_rows=skip_bad_rows, bad_rows=bad,
+                                  allow_missing_columns=allow_missing_columns)
+    with output_file(out, "wb") as fh:
+        writer = _write_npy if suffix == ".npy" else _write_parquet
+        done = writer(fh, chunks, total, dim, quiet, bad)
+        if done == 0:
+            _report_bad(bad, done, "nothing written", quiet)
+            raise MmkitError(f"{input_path}: no row could be embedded; {out} was not written")
+    _report_bad(bad, done, f"{out} ({total} x {dim} float32)", quiet)
+
+
+def _rows_in_order(chunks: Any, total: int, dim: int, quiet: bool, bad: list[Any]) -> Any:
+    """``[n, dim]`` float32 blocks covering rows 1..total in order: embedded rows, NaN for the rest
+    (absent modality, skipped bad rows). Yields ``(block, rows embedded so far)``."""
+    import time
+
+    import numpy as np
+
+    done, written = 0, 0
+    t0 = time.perf_counter()
+    with _progress(total, "embed", quiet) as progress:
+        task = progress.add_task("embed", total=total, rate=0.0)
+        for numbers, chunk in chunks:
+            block = np.full((numbers[-1] - written, dim), np.nan, dtype=np.float32)
+            block[np.asarray(numbers, dtype=np.int64) - written - 1] = chunk
+            written = numbers[-1]
+            done += len(numbers)
+            if written > total:  # the reader and the count disagree: never write a misplaced row
+                raise MmkitError(f"internal error: row {written} of an input counted as {total} rows")
+            progress.update(task, completed=done + len(bad), rate=done / max(time.perf_counter() - t0, 1e-9))
+            yield block, done
+    if written < total:
+        yield np.full((total - written, dim), np.nan, dtype=np.float32), done
+
+
+def _write_npy(fh: Any, chunks: Any, total: int, dim: int, quiet: bool, bad: list[Any]) -> int:
+    """Stream a ``.npy`` file: header, then rows in order (plain writes: a memory map of an output
+    file dies with SIGBUS when the disk fills up)."""
+    import numpy as np
+
+    np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+                                              "fortran_order": False, "shape": (total, dim)})
     done = 0
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp.npy")
-    try:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, dim))
-        arr[:] = np.nan
-        import time
-
-        t0 = time.perf_counter()
-        with _progress(total, "embed", quiet) as progress:
-            task = progress.add_task("embed", total=total, rate=0.0)
-            for numbers, chunk in predictor.iter_embed(input_path, modality, batch_size, skip_bad_rows=skip_bad_rows,
-                                                       bad_rows=bad, allow_missing_columns=allow_missing_columns):
-                arr[np.asarray(numbers, dtype=np.int64) - 1] = chunk
-                done += len(numbers)
-                progress.update(task, completed=done + len(bad), rate=done / max(time.perf_counter() - t0, 1e-9))
-        arr.flush()
-        del arr
-        if suffix == ".npy":
-            os.replace(tmp, target)
-        else:
-            _write_parquet(np.load(tmp, mmap_mode="r"), target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    if not quiet:
-        _report_bad(bad, done, f"{out} ({total} x {dim} float32)")
-    if done == 0:
-        raise MmkitError(f"{input_path}: no row could be embedded")
+    for block, done in _rows_in_order(chunks, total, dim, quiet, bad):  # noqa: B007 - done: rows written so far
+        fh.write(block.astype("<f4", copy=False).tobytes())
+    return done
 
 
-def _write_parquet(arr: Any, path: Path) -> None:
+def _write_parquet(fh: Any, chunks: Any, total: int, dim: int, quiet: bool, bad: list[Any]) -> int:
+    """Stream a Parquet file (columns ``row``, ``embedding``), one row group per block."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    column = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), type=pa.float32()), arr.shape[1])
-    pq.write_table(pa.table({"row": pa.array(range(1, arr.shape[0] + 1)), "embedding": column}), path)
+    schema = pa.schema([("row", pa.int64()), ("embedding", pa.list_(pa.float32(), dim))])
+    done, first = 0, 1
+    with pq.ParquetWriter(fh, schema) as writer:
+        for block, done in _rows_in_order(chunks, total, dim, quiet, bad):  # noqa: B007 - rows written so far
+            column = pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1), type=pa.float32()), dim)
+            rows = pa.array(range(first, first + len(block)), type=pa.int64())
+            writer.write_table(pa.table({"row": rows, "embedding": column}, schema=schema))
+            first += len(block)
+    return done
 
 
 COMMANDS = [register_cmd, models_group, predict_cmd, eval_cmd, embed_cmd]

@@ -3,9 +3,14 @@
 * CSV: the header names the columns; an empty cell is ``None`` (absent); a cell that is exactly an
   integer (``42``, ``-3``; no leading zeros) becomes an ``int``, a decimal/exponent number (``0.5``,
   ``1e-3``) a ``float``; everything else stays a string (``007``, ``1,5``, ``nan``, ``inf``).
-* JSON Lines: one JSON object per line, types as written; blank lines are skipped; a key missing
-  from a row is an absent cell.
+* JSON Lines: one JSON object per line, types as written; lines of only spaces/tabs are skipped;
+  a key missing from a row is an absent cell. NaN is read as a missing number.
 * Parquet: needs ``pyarrow`` (``pip install mmkit[parquet]``); nulls are ``None``.
+
+Every tabular file mmkit reads (training manifests, ``predict``/``embed``/``eval`` inputs) goes
+through :func:`iter_records`, so all of them agree on what a row is and on its number. Input is
+bounded: nesting deeper than 64, integers longer than 1000 digits, cells over 128 KiB and lines over
+64 MiB are errors naming the file and line; so is a CSV header that names one column twice.
 
 Relative file paths in cells resolve against the manifest's folder (``DataSplits.base_dir``).
 Nothing here imports torch.
@@ -14,76 +19,182 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import csv
-import json
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from mmkit.datasets import DataSplits
 from mmkit.errors import DataError
+from mmkit.safeio import MAX_INT_DIGITS, loads_json
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 _INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"[+-]?(([0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+)")
+MAX_LINE_CHARS = 64 << 20  # one JSONL row; longer lines are refused before they fill memory
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "dev": "val", "test": "test", "testing": "test"}
 
 
 def parse_cell(text: str) -> Any:
-    """A CSV cell: ``""`` -> None, clean integers -> int, clean decimals -> float, else the string."""
+    """A CSV cell: ``""`` -> None, clean integers -> int, clean decimals -> float, else the string.
+
+    An integer of more than :data:`mmkit.safeio.MAX_INT_DIGITS` digits is a DataError (Python
+    cannot even convert one of 4300)."""
     if text == "" or not text.strip():
         return None
     stripped = text.strip()
     if _INT.fullmatch(stripped):
+        if len(stripped.lstrip("+-")) > MAX_INT_DIGITS:
+            raise DataError(f"a {len(stripped.lstrip('+-'))}-digit integer is too large "
+                            f"(at most {MAX_INT_DIGITS} digits)")
         return int(stripped)
     if _FLOAT.fullmatch(stripped):
         return float(stripped)
     return text
 
 
-def read_manifest(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a ``.csv``, ``.jsonl`` (also ``.ndjson``) or ``.parquet`` file as dicts.
+# ------------------------------------------------------------------------------------------ the reader
+Row = dict[str, Any]
 
-    Raises DataError naming the file (and line) when it is missing, empty, or malformed.
+
+def iter_records(path: str | Path) -> Iterator[tuple[int, Row | DataError]]:
+    """``(row number, row)`` for each row of a ``.jsonl``/``.csv``/``.parquet`` file, read lazily.
+
+    The one reader of tabular files: manifests (:func:`read_manifest`), ``predict``, ``embed`` and
+    ``eval`` all see the same rows with the same numbers. Row numbers are 1-based data rows: a JSONL
+    line holding only JSON whitespace (space, tab, CR, LF) is not a row, the CSV header is not a row
+    and neither is an empty CSV line; lines end at LF, CRLF or CR. A row that cannot be parsed yields
+    a :class:`DataError` naming the file, line and row in place of the dict, so callers may skip it;
+    a file-level problem (missing, not UTF-8, duplicate CSV header) raises.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        rows = _read_csv(path)
-    elif suffix in (".jsonl", ".ndjson"):
-        rows = _read_jsonl(path)
+    if suffix in (".jsonl", ".ndjson"):
+        yield from _iter_jsonl(path)
+    elif suffix == ".csv":
+        yield from _iter_csv(path)
     elif suffix in (".parquet", ".pq"):
-        rows = _read_parquet(path)
+        yield from _iter_parquet(path)
     else:
         raise DataError(f"{path}: unknown manifest format {suffix!r}; use .csv, .jsonl or .parquet")
+
+
+def count_records(path: str | Path) -> int:
+    """How many rows :func:`iter_records` yields (Parquet from its metadata; others by reading)."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq") and path.is_file():
+        return int(_parquet_file(path).metadata.num_rows)
+    return sum(1 for _ in iter_records(path))
+
+
+def read_manifest(path: str | Path) -> list[Row]:
+    """Rows of a ``.csv``, ``.jsonl`` (also ``.ndjson``) or ``.parquet`` file as dicts.
+
+    Raises DataError naming the file (and line) when it is missing, empty, or malformed.
+    """
+    rows = []
+    for _, row in iter_records(path):
+        if isinstance(row, DataError):
+            raise row
+        rows.append(row)
     if not rows:
         raise DataError(f"{path}: the manifest has no rows")
     return rows
 
 
-def _read_csv(path: Path) -> list[dict[str, Any]]:
+def _json_blank(line: str) -> bool:
+    return not line.strip(" \t\r\n")
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, Row | DataError]]:
+    number = 0
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None:
-                return []
-            blank = [i + 1 for i, name in enumerate(reader.fieldnames) if not (name or "").strip()]
-            if blank:
-                raise DataError(f"{path}: header column {blank[0]} has no name")
-            rows = []
-            for row in reader:
-                extra = row.pop(None, None)  # type: ignore[call-overload]
-                if extra:
-                    raise DataError(f"{path} line {reader.line_num}: {len(extra)} more cell(s) than header columns")
-                rows.append({k: (None if v is None else parse_cell(v)) for k, v in row.items()})
-            return rows
+        with path.open(encoding="utf-8-sig") as fh:
+            for line_no, line in enumerate(iter(lambda: fh.readline(MAX_LINE_CHARS + 1), ""), start=1):
+                if len(line) > MAX_LINE_CHARS:
+                    raise DataError(f"{path} line {line_no}: longer than {MAX_LINE_CHARS} characters")
+                if _json_blank(line):
+                    continue
+                number += 1
+                where = f"{path} line {line_no} (row {number})"
+                try:
+                    row = loads_json(line, str(path), where=where, error=DataError)
+                except DataError as exc:
+                    yield number, exc
+                    continue
+                if not isinstance(row, dict):
+                    yield number, DataError(f"{where}: expected a JSON object, got {_json_type(row)}")
+                    continue
+                yield number, row
     except UnicodeDecodeError as exc:
-        raise _not_utf8(path, exc) from exc
-    except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV: {exc}") from exc
+        raise _not_utf8(path, exc) from None
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "true/false", type(None): "null"}.get(type(value), "a number")
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[int, Row | DataError]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            try:
+                header = reader.fieldnames
+            except csv.Error as exc:
+                raise DataError(f"{path} line 1: malformed CSV header: {_csv_message(exc)}") from None
+            if header is None:
+                return
+            _check_header(path, header)
+            number = 0
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:  # the reader cannot go on after this
+                    line = reader.reader.line_num  # DictReader's own line_num is updated after a good row only
+                    raise DataError(f"{path} line {line}: malformed CSV: {_csv_message(exc)}") from None
+                number += 1
+                yield number, _csv_row(path, reader.line_num, number, row)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+
+
+def _csv_message(exc: csv.Error) -> str:
+    text = str(exc)
+    if "field larger than field limit" in text:
+        return f"a cell is longer than {csv.field_size_limit()} characters"
+    return text
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """Header names: none blank, none repeated (a repeated name would silently keep its last cell)."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if not (name or "").strip():
+            raise DataError(f"{path}: header column {i} has no name")
+        if name in seen:
+            raise DataError(f"{path}: header names column {name!r} twice (columns {seen[name]} and {i}); "
+                            f"rename one")
+        seen[name] = i
+
+
+def _csv_row(path: Path, line: int, number: int, row: dict[Any, Any]) -> Row | DataError:
+    where = f"{path} line {line} (row {number})"
+    extra = row.pop(None, None)
+    if extra:
+        return DataError(f"{where}: {len(extra)} more cell(s) than header columns")
+    out = {}
+    for key, value in row.items():
+        try:
+            out[key] = None if value is None else parse_cell(value)
+        except DataError as exc:
+            return DataError(f"{where} column {key}: {exc}")
+    return out
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
@@ -99,34 +210,30 @@ def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
     return DataError(f"{path}: not UTF-8 text ({exc})")
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        with path.open(encoding="utf-8-sig") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path} line {number}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
-                if not isinstance(row, dict):
-                    raise DataError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
-                rows.append(row)
-    except UnicodeDecodeError as exc:
-        raise _not_utf8(path, exc) from exc
-    return rows
-
-
-def _read_parquet(path: Path) -> list[dict[str, Any]]:
+def _parquet_file(path: Path) -> Any:
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
-        raise DataError(f"{path}: reading Parquet needs pyarrow: pip install mmkit[parquet]") from exc
+        raise DataError(f"{path}: reading Parquet needs pyarrow: pip install 'mmkit[parquet]'") from exc
     try:
-        return pq.read_table(path).to_pylist()
+        return pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds
-        raise DataError(f"{path}: cannot read Parquet: {exc}") from exc
+        raise DataError(f"{path}: cannot read Parquet: {exc}") from None
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, Row | DataError]]:
+    number = 0
+    batches = _parquet_file(path).iter_batches(batch_size=1024)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - a corrupt file fails while reading, in pyarrow's words
+            raise DataError(f"{path}: cannot read Parquet after row {number}: {exc}") from None
+        for row in batch.to_pylist():
+            number += 1
+            yield number, row
 
 
 def _column_names(columns: Mapping[str, Any] | Iterable[Any]) -> list[tuple[str, str | None]]:
@@ -171,7 +278,7 @@ def data_context(file: str | Path, row: int | str, column: str | list[str] | tup
     """
     try:
         yield
-    except Exception as exc:  # noqa: BLE001 - reported with its location
+    except Exception as exc:
         detail = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
         raise DataError(f"{where(file, row, column)}: {detail}") from exc
 
@@ -229,5 +336,5 @@ def load_manifest_splits(train: str | Path | None = None, val: str | Path | None
     return DataSplits(splits, columns=dict(columns or {}), base_dir=base, name=name, files=split_files)
 
 
-__all__ = ["FORMATS", "check_columns", "data_context", "load_cell", "load_manifest_splits", "parse_cell",
-           "read_manifest", "where"]
+__all__ = ["FORMATS", "check_columns", "count_records", "data_context", "iter_records", "load_cell",
+           "load_manifest_splits", "parse_cell", "read_manifest", "where"]

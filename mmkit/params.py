@@ -233,7 +233,7 @@ def value_matches(value: Any, annotation: str) -> bool:
         return isinstance(value, (list, tuple))
     if head in ("Mapping",):
         return isinstance(value, dict)
-    expected = _SIMPLE.get(head)
+    expected: Any = _SIMPLE.get(head)
     if expected is None:
         return True
     if expected in (int, (int, float)) and isinstance(value, bool):

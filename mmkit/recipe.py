@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
-import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+import tomllib
 
 from mmkit.errors import MmkitError, ParameterError, RecipeError
 from mmkit.params import ParamInfo, validate_params
 from mmkit.registry import Registry, get_registry
+from mmkit.safeio import MAX_KEY_PARTS
 
 SECTIONS = ("run", "data", "model", "train", "plugins")
 
@@ -62,6 +66,8 @@ TRAIN_PARAMS = [
     ParamInfo("cache", "bool", True, "cache frozen encoders' outputs when their preprocessing is deterministic"),
     ParamInfo("tensorboard", "bool", False, "also log to TensorBoard (pip install 'mmkit[tb]')"),
     ParamInfo("strategy", "Literal['auto', 'ddp', 'fsdp']", "auto", "multi-process strategy (auto = ddp)"),
+    ParamInfo("callbacks", "list", [], "extra training callbacks (mmkit list callback): names, or tables "
+                                      "{ type = NAME, param = value }; the built-in ones always run (docs/training.md)"),
 ]
 ENCODER_KEYS = [
     ParamInfo("type", "str", None, "registered encoder; default: the modality's default encoder"),
@@ -71,6 +77,7 @@ ENCODER_KEYS = [
 PLUGINS_PARAMS = [ParamInfo("require", "list", [], "plugin distributions with version specifiers")]
 
 _CARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._-]+)?$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass
@@ -134,8 +141,16 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: a TOML value if it parses (``3e-4``, ``true``, ``[1, 2]``), else the string."""
+def parse_value(text: str, where: str = "--set") -> Any:
+    """A ``--set`` value: a TOML value if it parses (``3e-4``, ``true``, ``[1, 2]``), else the string.
+
+    Values nested too deeply or with numbers too long to read are a RecipeError naming ``where``.
+    """
+    from mmkit.safeio import MAX_TOML_BYTES, check_toml_text
+
+    if len(text) > MAX_TOML_BYTES:
+        raise RecipeError(f"{where}: the value is longer than {MAX_TOML_BYTES} characters")
+    check_toml_text(f"v = {text}", where, RecipeError, lines=False)
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -152,13 +167,15 @@ def apply_overrides(doc: dict[str, Any], overrides: Iterable[str], source: str =
         if not sep or not key.strip():
             raise RecipeError(f"{source} {item!r}: expected KEY=VALUE, e.g. train.lr=1e-3")
         parts = key.strip().split(".")
+        if len(parts) > MAX_KEY_PARTS:
+            raise RecipeError(f"{source} {item[:80]!r}...: a key of more than {MAX_KEY_PARTS} parts")
         node = doc
         for i, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 raise RecipeError(f"{source} {item!r}: {'.'.join(parts[: i + 1])} is not a table")
             node = child
-        node[parts[-1]] = parse_value(value.strip())
+        node[parts[-1]] = parse_value(value.strip(), f"{source} {key.strip()}")
     return doc
 
 
@@ -173,17 +190,16 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's document, bounded (size, nesting, key length, numbers; see :mod:`mmkit.safeio`):
+    every problem is a RecipeError naming the file (and line)."""
+    from mmkit.safeio import MAX_TOML_BYTES, loads_toml, read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such recipe file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{path}: cannot read: {exc}") from exc
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: invalid TOML: {exc}") from exc
+    if not path.exists():
+        raise RecipeError(f"{path}: no such recipe file")
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a folder, not a recipe file")
+    return loads_toml(read_text(path, max_bytes=MAX_TOML_BYTES, error=RecipeError), str(path), RecipeError)
 
 
 def load_card(name: str) -> dict[str, Any]:
@@ -205,7 +221,32 @@ def load_card(name: str) -> dict[str, Any]:
     return tomllib.loads(card.read_text(encoding="utf-8"))
 
 
-def _check_plugins(requirements: list[Any], where: str) -> None:
+def _expand_env(text: str, path: str, where: str) -> str:
+    def value(match: re.Match[str]) -> str:
+        var = match.group(1)
+        if not os.environ.get(var):
+            raise RecipeError(f"{where}: {path} = {text!r}: environment variable {var} is not set; "
+                              f"export {var}=/path/to/the/folder, or set {path} in your recipe")
+        return os.environ[var]
+
+    return _ENV_REF.sub(value, text)
+
+
+def expand_card_env(doc: dict[str, Any], card: dict[str, Any], where: str, key: str = "") -> dict[str, Any]:
+    """Replace ``${VAR}`` in the string values a card wrote (``path = "${MMKIT_CLIP_PATH}"``) by the
+    environment variable's value, where the recipe kept the card's value. An unset or empty variable
+    is an error naming ``where`` (the card), the key and the variable."""
+    out = dict(doc)
+    for name, card_value in card.items():
+        path = f"{key}.{name}" if key else name
+        if isinstance(card_value, dict) and isinstance(out.get(name), dict):
+            out[name] = expand_card_env(out[name], card_value, where, path)
+        elif isinstance(card_value, str) and out.get(name) == card_value and _ENV_REF.search(card_value):
+            out[name] = _expand_env(card_value, path, where)
+    return out
+
+
+def _check_plugins(requirements: list[Any], where: str, registry: Registry) -> None:
     import importlib.metadata
 
     from packaging.requirements import InvalidRequirement, Requirement
@@ -222,6 +263,9 @@ def _check_plugins(requirements: list[Any], where: str) -> None:
                               f"(pip install '{req}')") from None
         if req.specifier and not req.specifier.contains(version, prereleases=True):
             raise RecipeError(f"{where}: requires {req} but {req.name} {version} is installed")
+        problem = registry.requirement_problem(req.name)
+        if problem:
+            raise RecipeError(f"{where}: requires {req}, but {problem}")
 
 
 def _section(doc: dict[str, Any], name: str, src: str) -> dict[str, Any]:
@@ -288,6 +332,28 @@ def _check_train_ranges(train: dict[str, Any], src: str) -> None:
             raise bad(key, "a finite number >= 0")
 
 
+MAX_SEED = 2**32 - 1
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _check_int_sizes(node: Any, src: str, path: str = "") -> None:
+    """No integer in a recipe is beyond int64: torch, numpy and the data loaders cannot hold one."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_int_sizes(value, src, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_int_sizes(value, src, f"{path}[{i}]")
+    elif isinstance(node, int) and not isinstance(node, bool) and not _INT64[0] <= node <= _INT64[1]:
+        raise RecipeError(f"{src}: {path}: {str(node)[:30]}... is too large for a 64-bit integer")
+
+
+def _check_run_ranges(run: dict[str, Any], src: str) -> None:
+    if not 0 <= run["seed"] <= MAX_SEED:
+        raise RecipeError(f"{src}: run.seed: must be between 0 and {MAX_SEED} (numpy's seed range), "
+                          f"got {run['seed']}")
+
+
 def build_recipe(doc: dict[str, Any], source: str = "<recipe>", base_dir: str | Path = ".",
                  registry: Registry | None = None) -> Recipe:
     """Validate a recipe document and fill every default."""
@@ -295,6 +361,7 @@ def build_recipe(doc: dict[str, Any], source: str = "<recipe>", base_dir: str | 
     src = source
     if not isinstance(doc, dict):
         raise RecipeError(f"{src}: a recipe must be a TOML table")
+    _check_int_sizes(doc, src)
     model = doc.get("model", {})
     if isinstance(model, str) or (isinstance(model, dict) and "card" in model):
         card_name = model if isinstance(model, str) else model.get("card")
@@ -307,7 +374,8 @@ def build_recipe(doc: dict[str, Any], source: str = "<recipe>", base_dir: str | 
         over = {k: v for k, v in doc.items() if k != "model"}
         if isinstance(model, dict):
             over["model"] = {k: v for k, v in model.items() if k != "card"}
-        doc = _deep_merge({k: v for k, v in card.items() if k in SECTIONS}, over)
+        sections = {k: v for k, v in card.items() if k in SECTIONS}
+        doc = expand_card_env(_deep_merge(sections, over), sections, f"{src}: model card {card_name!r}")
     for key in doc:
         if key not in SECTIONS:
             import difflib
@@ -317,11 +385,15 @@ def build_recipe(doc: dict[str, Any], source: str = "<recipe>", base_dir: str | 
             raise RecipeError(f"{src}: {key}: unknown key{hint}")
     plugins = _fill(_section(doc, "plugins", src), PLUGINS_PARAMS, f"{src}: plugins")
     if plugins["require"]:
-        _check_plugins(plugins["require"], f"{src}: plugins.require")
+        _check_plugins(plugins["require"], f"{src}: plugins.require", registry)
     run = _fill(_section(doc, "run", src), RUN_PARAMS, f"{src}: run")
+    _check_run_ranges(run, src)
     data = _fill(_section(doc, "data", src), DATA_PARAMS, f"{src}: data")
     train = _fill(_section(doc, "train", src), TRAIN_PARAMS, f"{src}: train")
     _check_train_ranges(train, src)
+    from mmkit.callbacks import check_entries
+
+    check_entries(train["callbacks"], registry, src)
     if data["dataset"] is None and data["train"] is None:
         raise RecipeError(f"{src}: data: set dataset = \"shapes\" (a registered dataset) or train = \"FILE\"")
     if data["dataset"] is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 from typing import Any
 
 from mmkit.params import _split_top
@@ -13,19 +14,37 @@ _TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean
           "Path": "string"}
 
 
-def annotation_schema(annotation: str) -> dict[str, Any]:
+MAX_DEPTH = 16
+
+
+def annotation_schema(annotation: str, depth: int = 0) -> dict[str, Any]:
+    """A JSON schema fragment of a parameter's annotation string (read from a plugin's source, so it
+    may be anything: what cannot be understood, or nests deeper than MAX_DEPTH, is ``{}`` = any)."""
+    if depth > MAX_DEPTH:
+        return {}
+    try:
+        return _annotation_schema(annotation, depth)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return {}
+
+
+def _annotation_schema(annotation: str, depth: int) -> dict[str, Any]:
     ann = annotation.strip()
     alts = _split_top(ann, "|")
     if len(alts) > 1:
-        return {"anyOf": [annotation_schema(a) for a in alts]}
+        return {"anyOf": [annotation_schema(a, depth + 1) for a in alts]}
     head, _, rest = ann.partition("[")
     head = head.split(".")[-1]
     if head == "Optional":
-        return {"anyOf": [annotation_schema(rest[:-1]), {"type": "null"}]}
+        return {"anyOf": [annotation_schema(rest[:-1], depth + 1), {"type": "null"}]}
     if head == "Union":
-        return {"anyOf": [annotation_schema(a) for a in _split_top(rest[:-1], ",")]}
+        return {"anyOf": [annotation_schema(a, depth + 1) for a in _split_top(rest[:-1], ",")]}
     if head == "Literal":
-        return {"enum": [ast.literal_eval(a) for a in _split_top(rest[:-1], ",")]}
+        values = [ast.literal_eval(a) for a in _split_top(rest[:-1], ",")]
+        if not all(v is None or isinstance(v, (str, int, bool)) or (isinstance(v, float) and math.isfinite(v))
+                   for v in values):
+            return {}
+        return {"enum": values}
     if head in _TYPES:
         return {"type": _TYPES[head]}
     return {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -109,10 +108,10 @@ def test_csv_cells_and_split_column(tmp_path):
 def test_jsonl_invalid_line_names_file_and_line(tmp_path):
     f = tmp_path / "broken.jsonl"
     f.write_text('{"a": 1}\n\n{"a": 2,}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"broken.jsonl line 3: invalid JSON"):
+    with pytest.raises(DataError, match=r"broken.jsonl line 3 \(row 2\): invalid JSON"):
         read_manifest(f)
     f.write_text('{"a": 1}\n[1, 2]\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"line 2: expected a JSON object"):
+    with pytest.raises(DataError, match=r"line 2 \(row 2\): expected a JSON object"):
         read_manifest(f)
     with pytest.raises(DataError, match="not found"):
         read_manifest(tmp_path / "missing.jsonl")
@@ -141,7 +140,7 @@ def test_parquet(tmp_path):
         import pyarrow.parquet as pq
     except ImportError:
         (tmp_path / "x.parquet").write_bytes(b"PAR1")
-        with pytest.raises(DataError, match=r"pip install mmkit\[parquet\]"):
+        with pytest.raises(DataError, match=r"pip install '?mmkit\[parquet\]"):
             read_manifest(tmp_path / "x.parquet")
         return
     pq.write_table(pa.table({"text": ["a", None], "label": [1, 0]}), tmp_path / "x.parquet")

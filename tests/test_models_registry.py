@@ -15,46 +15,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from reliability_kit import RESOLVED, make_run
 
 from mmkit import models
 from mmkit.cli_models import models_group, register_cmd
 from mmkit.errors import MmkitError
 
 CARDS = ["autoencoder-fusion", "claim-classifier", "clip-tiny", "shapes-captioner", "tabular-text-regressor"]
-
-RESOLVED = """
-[run]
-name = "fake"
-[data]
-dataset = "shapes"
-options = { n_train = 2, n_val = 1, n_test = 1, image_size = 16 }
-columns = { text = "caption" }
-[model.encoders.image]
-type = "timm"
-model = "test_resnet"
-[model.fusion]
-type = "concat"
-dim = 8
-[model.head]
-type = "classification"
-"""
-
-
-def make_run(root: Path, name: str = "fake", weights: bytes = b"weights-v1", best: bool = True) -> Path:
-    """A run directory as the engine writes it (the weights are opaque bytes to the registry)."""
-    run = root / name
-    for ck in (["best", "last"] if best else ["last"]):
-        folder = run / "checkpoints" / ck
-        folder.mkdir(parents=True)
-        (folder / "model.safetensors").write_bytes(weights + ck.encode())
-        state = {"step": 3 if ck == "best" else 5, "fit_state": {"head": {"labels": [0, 1]}, "encoders": {}}}
-        (folder / "state.json").write_text(json.dumps(state))
-    (run / "recipe.resolved.toml").write_text(RESOLVED)
-    (run / "summary.json").write_text(json.dumps({"final": {"test": {"accuracy": 0.75}},
-                                                  "best": {"metric": "accuracy", "value": 0.8, "step": 3}}))
-    (run / "metrics.jsonl").write_text('{"step": 3, "split": "val", "metrics": {"accuracy": 0.8}}\n')
-    return run
-
 
 @pytest.fixture
 def reg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -88,7 +55,7 @@ SMALL = {"shapes": ["data.options.n_train=8", "data.options.n_val=4", "data.opti
 @pytest.mark.parametrize("card", CARDS)
 def test_each_builtin_card_trains_and_evaluates_at_tiny_scale(card: str, tmp_path: Path) -> None:
     """Each card is also a runnable example recipe: two optimizer steps, then its head's metrics."""
-    from mmkit.engine import train
+    from mmkit.trainer import train
     from mmkit.recipe import load_recipe
 
     data = models.builtin_card(card)

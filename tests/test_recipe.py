@@ -110,7 +110,7 @@ def test_dataset_options_are_validated(tmp_path: Path) -> None:
 
 
 def test_missing_column_is_named(tmp_path: Path) -> None:
-    from mmkit.engine import assemble, load_splits, plan_data
+    from mmkit.assembly import assemble, load_splits, plan_data
     from mmkit.registry import get_registry
 
     text = BASE.replace('dataset = "shapes"', 'dataset = "shapes"\ncolumns = { text = "claimz" }')

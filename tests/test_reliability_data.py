@@ -3,7 +3,7 @@ column, or a documented behaviour (wrong-mode images become RGB, NaN numbers are
 
 Each test writes a small manifest (+ images) into tmp_path, builds a tiny recipe (timm test_resnet at
 32 px + text-transformer dim 16 + concat fusion + classification, or tabular-mlp for numeric faults)
-and calls :func:`mmkit.engine.train`. Faults already covered at the modality level live in
+and calls :func:`mmkit.trainer.train`. Faults already covered at the modality level live in
 tests/test_manifest.py (missing image file, non-numeric tabular value, image modes, bytes text).
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmkit.engine import TrainingError, train
+from mmkit.trainer import TrainingError, train
 from mmkit.errors import DataError
 from mmkit.recipe import load_recipe
 
@@ -215,7 +215,7 @@ except DataError as exc:
 def test_wrong_mode_images_are_converted_to_rgb_and_train(tmp_path: Path, images: dict[str, Path],
                                                           image_run: ImageRun) -> None:
     """Documented behaviour: CMYK, 16-bit, palette, alpha and 1-bit images become RGB (alpha over white)."""
-    from mmkit.engine import assemble, load_splits, make_fields, plan_data
+    from mmkit.assembly import assemble, load_splits, make_fields, plan_data
     from mmkit.data import MultimodalDataset
     from mmkit.registry import get_registry
 

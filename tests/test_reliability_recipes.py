@@ -358,7 +358,7 @@ def _plugin_recipe(tmp_path: Path, fusion: str) -> Path:
 
 def test_plugin_constructor_error_through_a_recipe_names_component_and_plugin(
         tmp_path: Path, write_module, write_plugin, clean_registry) -> None:
-    from mmkit.engine import train
+    from mmkit.trainer import train
     from mmkit.recipe import load_recipe
 
     write_module("tp_rel_boom_impl", BOOM_IMPL)
@@ -378,7 +378,7 @@ def test_plugin_constructor_error_through_a_recipe_names_component_and_plugin(
 
 def test_plugin_component_that_cannot_be_imported_fails_the_run_naming_the_plugin(
         tmp_path: Path, write_module, write_plugin, clean_registry) -> None:
-    from mmkit.engine import train
+    from mmkit.trainer import train
     from mmkit.errors import PluginError
     from mmkit.recipe import load_recipe
 
@@ -393,7 +393,7 @@ def test_plugin_component_that_cannot_be_imported_fails_the_run_naming_the_plugi
 
 
 def test_build_failure_names_the_recipe_key(tmp_path: Path) -> None:
-    from mmkit.engine import train
+    from mmkit.trainer import train
     from mmkit.recipe import load_recipe
 
     recipe = load_recipe(_plugin_recipe(tmp_path, "concat"), ["model.head.dropout=2.0"])

@@ -85,7 +85,7 @@ checkpoint_every = 1
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mmkit.engine import train
+    from mmkit.trainer import train
     from mmkit.recipe import load_recipe
 
     root = tmp_path_factory.mktemp("sec")
@@ -113,7 +113,7 @@ def test_malicious_training_state_is_refused(tmp_path: Path, marker: Path) -> No
 
 def test_resume_from_a_checkpoint_with_a_malicious_training_state_is_refused(
         trained: Path, tmp_path: Path, marker: Path) -> None:
-    from mmkit.engine import train
+    from mmkit.trainer import train
     from mmkit.recipe import load_recipe
 
     run = _copy_run(trained, tmp_path / "runs" / "sec")

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file
 
 from mmkit import checkpoint as ckpt
-from mmkit.engine import TrainingError, train
+from mmkit.trainer import TrainingError, train
 from mmkit.errors import DataError, RecipeError
 from mmkit.recipe import load_recipe
 from mmkit.registry import Registry

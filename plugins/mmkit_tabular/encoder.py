@@ -9,8 +9,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmkit.errors import DataError, ParameterError
-from mmkit.interfaces import Embedding, Encoder
+from mmkit import DataError, Embedding, Encoder, ParameterError
 from mmkit_tabular.modality import value_is_absent
 
 UNKNOWN, MISSING = 0, 1  # reserved categorical indices

@@ -8,8 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mmkit.errors import DataError
-from mmkit.modality import Modality
+from mmkit import DataError, Modality
 
 
 def value_is_absent(value: Any) -> bool:

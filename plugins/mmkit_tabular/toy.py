@@ -15,10 +15,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from mmkit.datasets import DataSplits
+from mmkit import DataSplits, ParameterError
 
 CITY_EFFECT = {"paris": 2.0, "nice": 1.0, "lyon": 0.5, "lille": 0.0}
 WORD_EFFECT = {"renovated": 1.5, "garden": 1.0, "noisy": -1.0, "damaged": -1.5}
+MAX_ROWS = 1_000_000  # per split: rows are held in memory
 NEUTRAL = ("bright", "quiet street", "second floor", "near station", "small kitchen", "big windows", "old building",
            "parking", "south facing", "top floor")
 
@@ -53,6 +54,11 @@ def toy_tabular(n_train: int = 1000, n_val: int = 200, n_test: int = 200, seed: 
         seed: random seed; the same seed gives the same rows.
         p_missing: probability that ``weight`` (and, independently, ``note``) is missing in a row.
     """
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ROWS:
+            raise ParameterError(f"toy-tabular: {name} must be an integer from 0 to {MAX_ROWS}, got {value!r}")
+    if not 0.0 <= p_missing <= 1.0:
+        raise ParameterError(f"toy-tabular: p_missing must be between 0 and 1, got {p_missing!r}")
     splits = {}
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         rng = random.Random(f"toy-tabular-{seed}-{split}")

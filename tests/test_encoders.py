@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -83,8 +84,74 @@ def test_timm_prefixed_names_resolve():
 def test_timm_unknown_model_and_download_refused():
     with pytest.raises(ParameterError, match="unknown timm model 'test_resnett'.*test_resnet"):
         mmkit.create("encoder", "timm", model="test_resnett")
-    with pytest.raises(ParameterError, match="download"):
+    with pytest.raises(ParameterError, match="pretrained = true would download"):
         mmkit.create("encoder", "timm", model="test_resnet", pretrained=True)
+
+
+# Runs in a fresh process without HF_HUB_OFFLINE, with every way to open a connection replaced by a
+# recorder: each remote reference must be refused (naming the key) with no connection attempted, and
+# the control at the end shows that timm itself would have gone to the network for such a name.
+_HUB_SCRIPT = r"""
+import json, socket, sys
+attempts = []
+class NetworkAttempt(BaseException):  # not an Exception: no library can swallow it and retry
+    pass
+def record(*args, **kwargs):
+    attempts.append(repr(args[:2]))
+    raise NetworkAttempt(repr(args[:2]))
+socket.socket.connect = record
+socket.socket.connect_ex = record
+socket.create_connection = record
+socket.getaddrinfo = record
+
+import mmkit
+from mmkit.errors import ParameterError
+cases = [("timm:hf-hub:timm/test_resnet.r160_in1k", {}), ("timm", {"model": "hf-hub:timm/test_resnet.r160_in1k"}),
+         ("timm", {"model": "hf_hub:timm/test_resnet.r160_in1k"}), ("timm", {"model": "timm/test_resnet.r160_in1k"}),
+         ("timm", {"model": "https://example.org/resnet18"}), ("timm", {"model": "local-dir:/tmp/x"}),
+         ("timm", {"model": "test_resnet", "pretrained": True}),
+         ("timm", {"model": "test_resnet", "pretrained": "hf-hub:timm/test_resnet.r160_in1k"}),
+         ("timm", {"model": "test_resnet", "pretrained": "https://example.org/w.safetensors"})]
+out = []
+for name, params in cases:
+    try:
+        mmkit.create("encoder", name, **params)
+        out.append([name, params, "built"])
+    except ParameterError as exc:
+        out.append([name, params, str(exc)])
+refused_attempts = list(attempts)
+import timm
+try:
+    timm.create_model("hf-hub:timm/test_resnet.r160_in1k", pretrained=False)
+except (Exception, NetworkAttempt):
+    pass
+print(json.dumps({"results": out, "refused_attempts": refused_attempts, "control_attempts": len(attempts)}))
+"""
+
+
+def test_timm_hub_references_are_refused_before_any_network_attempt():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))}
+    proc = subprocess.run([sys.executable, "-c", _HUB_SCRIPT], capture_output=True, text=True, timeout=180,
+                          env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["refused_attempts"] == []
+    for name, params, message in report["results"]:
+        key = "pretrained" if "pretrained" in params else "model"
+        assert message.startswith("encoder "), (name, params, message)
+        assert f"{key} = " in message and "never download" in message, (name, params, message)
+    assert report["control_attempts"] > 0  # the recorder does see a hub lookup: the refusal came first
+
+
+def test_a_recipe_naming_a_hub_model_fails_naming_its_key(tmp_path, write_tiny_recipe):
+    from mmkit.model import build_model
+    from mmkit.recipe import load_recipe
+
+    path = write_tiny_recipe(tmp_path / "hub.toml", 'model.encoders.image.model="hf-hub:timm/resnet18.a1_in1k"')
+    with pytest.raises(ParameterError, match=r"hub\.toml: model\.encoders\.image: .*model = 'hf-hub:timm/resnet"):
+        build_model(load_recipe(path))
 
 
 # ----------------------------------------------------------------------------------------------- timm
@@ -142,6 +209,75 @@ def test_timm_native_size_and_normalisation():
     assert resized.preprocess(wide).shape == (3, 32, 32)  # shorter side, then centre crop
     with pytest.raises(DataError, match="image_size"):
         enc.collate([enc.preprocess(_solid((0, 0, 0), 64)), enc.preprocess(_solid((0, 0, 0), 32))])
+
+
+def test_timm_augment_names_and_their_randomness(images):
+    import random
+
+    solid = _solid((200, 40, 90))
+    plain = mmkit.create("encoder", "timm", model="test_resnet").preprocess(solid)
+    for augment in ("crop", "colorjitter", "randaugment", "augmix", "autoaugment", "rand-m7-n2-mstd0.5"):
+        enc = mmkit.create("encoder", "timm", model="test_resnet", augment=augment, hflip=True)
+        assert not enc.deterministic_train, augment
+        assert torch.equal(enc.preprocess(images[0]), enc.preprocess(images[0]))  # evaluation: deterministic
+        torch.manual_seed(7)
+        state = random.getstate()
+        a = enc.preprocess(images[0], train=True)
+        assert random.getstate() == state  # timm's draws from `random` are seeded from torch, then restored
+        torch.manual_seed(7)
+        assert torch.equal(a, enc.preprocess(images[0], train=True)), augment  # same torch seed, same sample
+        assert not torch.equal(a, enc.preprocess(images[0], train=True)), augment
+        assert a.shape == (3, 64, 64)
+    # a solid colour stays that colour under geometric augmentation, and changes under colour jitter
+    crop = mmkit.create("encoder", "timm", model="test_resnet", augment="crop", hflip=True)
+    jitter = mmkit.create("encoder", "timm", model="test_resnet", augment="colorjitter", color_jitter=0.8)
+    torch.manual_seed(0)
+    torch.testing.assert_close(crop.preprocess(solid, train=True), plain, atol=1e-6, rtol=0)
+    assert not torch.allclose(jitter.preprocess(solid, train=True), plain, atol=0.05)
+    with pytest.raises(ParameterError, match="augment = 'mixup' is not known; choose one of none, crop"):
+        mmkit.create("encoder", "timm", model="test_resnet", augment="mixup")
+    with pytest.raises(ParameterError, match="crop_scale"):
+        mmkit.create("encoder", "timm", model="test_resnet", crop_scale=[0.5, 1.5])
+
+
+def _mixing(images, **params):
+    enc = mmkit.create("encoder", "timm", model="test_resnet", **params)
+    assert not enc.deterministic_train
+    torch.manual_seed(3)
+    items = [enc.preprocess(im, train=True) for im in images]
+    plain = torch.stack([enc.preprocess(im) for im in images])
+    return enc, items, plain
+
+
+def test_timm_mixup_mixes_a_batch_with_its_flip_reproducibly(images):
+    enc, items, plain = _mixing(images[:3], mixup=0.4)
+    assert isinstance(enc.preprocess(images[0]), torch.Tensor)  # evaluation items are never mixed
+    out = enc.collate(items)
+    lam, perm = out["mix"]["lam"], out["mix"]["perm"]
+    assert perm.tolist() == [2, 1, 0] and 0.0 < float(lam) < 1.0
+    torch.testing.assert_close(out["pixels"], lam * plain + (1 - lam) * plain[perm])
+    again = enc.collate(items)  # the mixing is drawn from the samples' seeds: any worker gets the same
+    assert torch.equal(again["pixels"], out["pixels"]) and torch.equal(again["mix"]["lam"], lam)
+    emb = enc.eval()(out)
+    assert emb.pooled.shape == (3, enc.dim)
+
+
+def test_timm_cutmix_pastes_a_box_and_lam_is_the_area_kept():
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)  # noise: no pixel of an image equals its partner's by chance
+    noise = [Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8), "RGB") for _ in range(4)]
+    enc, items, plain = _mixing(noise, cutmix=1.0)
+    out = enc.collate(items)
+    lam, perm = float(out["mix"]["lam"]), out["mix"]["perm"]
+    own = (out["pixels"] == plain).all(dim=1)
+    pasted = (out["pixels"] == plain[perm]).all(dim=1)
+    assert bool((own ^ pasted).all())  # every pixel is either its own or the partner's
+    for i in range(4):  # a box of the partner, of area 1 - lam (the middle-free even batch mixes every image)
+        ys, xs = pasted[i].nonzero(as_tuple=True)
+        assert len(ys) == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+        assert pasted[i].float().mean() == pytest.approx(1 - lam, abs=1e-6)
 
 
 def test_timm_augment_changes_train_only(images):
@@ -353,3 +489,55 @@ def test_encoders_return_embeddings_for_present_rows_only(images):
     with torch.no_grad():
         out = enc(enc.collate([enc.preprocess(im) for im in images[:3]]))
     assert isinstance(out, Embedding) and out.present.tolist() == [True, True, True]
+
+
+# ------------------------------------------------------------------------------ timm: default pixels
+def _odd_images():
+    """A few images of odd sizes and modes, with content in every channel."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+           for h, w in ((23, 37), (17, 50), (64, 64), (1, 9))]
+    grey = Image.fromarray(rng.integers(0, 256, (31, 13), dtype=np.uint8), "L")
+    return rgb + [grey]
+
+
+def _reference_pixels(image, mean, std):
+    """The default decoding (mmkit 0.1): RGB at the native size, x / 255, then (x - mean) / std in float32."""
+    import numpy as np
+
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    x = torch.from_numpy(arr).permute(2, 0, 1)
+    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+@pytest.mark.parametrize("model", ["test_resnet", "resnet10t"])
+def test_timm_default_decodes_the_same_pixels_as_before(model):
+    enc = mmkit.create("encoder", "timm", model=model)
+    assert enc.deterministic_train  # the default augments nothing: a frozen encoder may be cached
+    for image in _odd_images():
+        expected = _reference_pixels(image, enc.mean, enc.std)
+        for train in (False, True):
+            got = enc.preprocess(image, train=train)
+            assert got.dtype == torch.float32 and got.shape == (3, image.height, image.width)
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_training_with_randaugment_mixup_and_cutmix_runs_and_is_reproducible(tmp_path, write_tiny_recipe):
+    from mmkit.trainer import train
+    from mmkit.recipe import load_recipe
+
+    path = write_tiny_recipe(tmp_path / "mix.toml", 'model.encoders.image.augment="randaugment"',
+                             "model.encoders.image.mixup=0.4", "model.encoders.image.cutmix=1.0",
+                             "model.encoders.image.hflip=true", "train.max_steps=3", "train.log_every=1",
+                             "data.options.n_train=24")
+    losses = []
+    for name in ("a", "b"):
+        run = train(load_recipe(path, [f"run.name={name}"]), quiet=True).run_dir
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        losses.append([r["metrics"]["loss"] for r in records if r["split"] == "train"])
+    assert losses[0] and all(math.isfinite(v) for v in losses[0])
+    assert losses[0] == losses[1]  # augmentation and mixing follow the run's seed

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmkit.errors import DataError
-from mmkit.modality import Modality
+from mmkit import DataError, Modality
 
 
 class TextModality(Modality):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -10,31 +9,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmkit.errors import ParameterError
-from mmkit.interfaces import Embedding, Encoder
+from mmkit import Embedding, Encoder, ParameterError, check_hf_folder, hub_offline, local_folder
 
 
-def _load(folder: str) -> Any:
-    os.environ["HF_HUB_OFFLINE"] = "1"  # before sentence_transformers/transformers are imported
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizing happens in DataLoader workers
-    from sentence_transformers import SentenceTransformer
+def _load(folder: Path) -> Any:
+    """The sentence-transformers model in ``folder``, offline (see :mod:`mmkit.offline`): no code from
+    the folder runs, weights are read from safetensors only, and no environment variable changes."""
+    if (folder / "config.json").is_file():
+        check_hf_folder(folder, "sentence-transformer", weights=False)
+    with hub_offline():
+        from sentence_transformers import SentenceTransformer
 
-    try:
-        from transformers.utils import logging as hf_logging
-
-        bar = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001 - cosmetic only
-        hf_logging, bar = None, False
-    try:
-        return SentenceTransformer(folder, device="cpu", local_files_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ParameterError(
-            f"sentence-transformer: cannot load a model from {folder}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if hf_logging is not None and bar:
-            hf_logging.enable_progress_bar()
+        try:
+            return SentenceTransformer(str(folder), device="cpu", local_files_only=True, trust_remote_code=False,
+                                       model_kwargs={"use_safetensors": True})
+        except Exception as exc:  # noqa: BLE001
+            raise ParameterError(
+                f"sentence-transformer: cannot load a model from {folder}: {type(exc).__name__}: {exc}") from exc
 
 
 class SentenceTransformerEncoder(Encoder):
@@ -57,14 +48,11 @@ class SentenceTransformerEncoder(Encoder):
     def __init__(self, path: str | None = None, max_length: int = 64, normalize: bool = False) -> None:
         super().__init__()
         if path is None:
-            from mmkit.tokenize import bundled_minilm_path
+            from mmkit import bundled_minilm_path
 
-            folder = bundled_minilm_path()
+            folder = Path(bundled_minilm_path())
         else:
-            folder = os.path.expanduser(path)
-            if not Path(folder).is_dir():
-                raise ParameterError(f"sentence-transformer: path {path!r} is not a folder (models are never "
-                                     "downloaded; give a local sentence-transformers folder)")
+            folder = local_folder(path, "sentence-transformer")
         if max_length < 2:
             raise ParameterError(f"sentence-transformer: max_length must be at least 2, got {max_length}")
         model = _load(folder)

@@ -7,9 +7,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmkit.errors import ParameterError
-from mmkit.interfaces import Embedding, Encoder
-from mmkit.tokenize import make_tokenizer, tokenizer_from_state
+from mmkit import Embedding, Encoder, ParameterError, make_tokenizer, tokenizer_from_state
 
 
 class TextTransformerEncoder(Encoder):

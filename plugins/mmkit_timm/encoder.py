@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import difflib
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from mmkit.errors import DataError, ParameterError
-from mmkit.interfaces import Embedding, Encoder
+from mmkit import DataError, Embedding, Encoder, ParameterError
+
+from mmkit_timm.offline import local_model_name, local_weights
+from mmkit_timm.transforms import TransformSpec, batch_seed, canonical_augment, mix_batch, preprocess_image
 
 
 def _create(model: str) -> Any:
@@ -29,123 +30,125 @@ def _create(model: str) -> Any:
         raise ParameterError(f"unknown timm model {model!r}{hint}") from exc
 
 
+def _crop_scale(value: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"timm encoder: crop_scale must be two numbers [min, max], got {value!r}") from None
+    if not 0 < lo <= hi <= 1:
+        raise ParameterError(f"timm encoder: crop_scale must satisfy 0 < min <= max <= 1, got {value!r}")
+    return lo, hi
+
+
 class TimmEncoder(Encoder):
     """A timm image backbone (headless) giving a pooled vector and spatial or patch tokens.
 
-    Images are used at their own size unless ``image_size`` is given (no upsampling to the size on
-    the model card), scaled to [0, 1] and normalised with the model's mean/std. Tokens are the final
-    feature map flattened to ``H*W`` tokens for CNNs, or the patch tokens (prefix tokens dropped) for
-    ViTs; ``pooled`` is the model's own head pooling (``forward_head(pre_logits=True)``).
+    Decoding uses timm's data config (mean/std, interpolation) and ``create_transform``. By default
+    images keep their own size (no upsampling to the size on the model card) and their colours: they
+    are scaled to [0, 1] and normalised, nothing else. Tokens are the final feature map flattened to
+    ``H*W`` tokens for CNNs, or the patch tokens (prefix tokens dropped) for ViTs; ``pooled`` is the
+    model's own head pooling (``forward_head(pre_logits=True)``). Nothing is ever downloaded: a hub
+    model name (``hf-hub:...``, ``timm/...``) or ``pretrained = true`` is refused.
 
     Args:
-        model: timm architecture name (``resnet18``, ``convnext_atto``, ``vit_small_patch16_224`` ...).
-        pretrained: False for random initialisation, or a local ``.safetensors`` / torch state-dict file
-            (loaded with ``weights_only=True``; classifier weights in it are ignored). Never downloads.
+        model: timm architecture name (``resnet18``, ``convnext_atto``, ``vit_small_patch16_224`` ...);
+            a tag (``resnet18.a1_in1k``) selects that tag's preprocessing config.
+        pretrained: False for random initialisation, or a local ``.safetensors`` (or torch state-dict,
+            loaded with ``weights_only=True``) file; classifier weights in it are ignored. Never downloads.
         image_size: resize images to this square size (shorter side, then centre crop); None keeps the
             data's native size (all images in a batch must then share one size).
-        augment: light geometric augmentation in training (random resized crop, scale 0.8-1);
-            no colour changes.
-        hflip: also flip horizontally when ``augment`` (off by default: captions may say left/right).
+        augment: training augmentation: "none" (default; false), "crop" (true: random resized crop,
+            geometry only), "colorjitter" (crop + colour jitter), "randaugment", "augmix", "autoaugment"
+            (crop + that timm policy; these change colours), or a timm auto-augment string
+            ("rand-m7-n2-mstd0.5").
+        hflip: also flip horizontally when augmenting (off by default: captions may say left/right).
+        color_jitter: brightness/contrast/saturation strength of "colorjitter".
+        crop_scale: area range [min, max] of the random resized crop (fractions of the image).
+        mixup: Mixup alpha for training batches (0 = off); the head mixes the targets (classification
+            and regression heads; others refuse).
+        cutmix: CutMix alpha for training batches (0 = off); with mixup too, each batch uses one of the two.
         tokens: return spatial/patch tokens besides the pooled vector.
     """
 
     modality = "image"
 
     def __init__(self, model: str = "resnet18", pretrained: bool | str = False, image_size: int | None = None,
-                 augment: bool = False, hflip: bool = False, tokens: bool = True) -> None:
+                 augment: bool | str = "none", hflip: bool = False, color_jitter: float = 0.4,
+                 crop_scale: list[float] = [0.8, 1.0], mixup: float = 0.0, cutmix: float = 0.0,  # noqa: B006
+                 tokens: bool = True) -> None:
         super().__init__()
-        if pretrained is True:
-            raise ParameterError(
-                "timm encoder: pretrained = true would download weights; mmkit never downloads. "
-                "Give the path of a local .safetensors (or torch state dict) file instead")
+        model = local_model_name(model)  # before timm sees the name: it would fetch hub names
+        weights = local_weights(pretrained)
         if image_size is not None and image_size < 1:
             raise ParameterError(f"timm encoder: image_size must be positive, got {image_size}")
+        augment_name, auto_augment = canonical_augment(augment)
+        scale = _crop_scale(crop_scale)
+        if mixup < 0 or cutmix < 0:
+            raise ParameterError(f"timm encoder: mixup and cutmix are Beta alphas >= 0, got {mixup} and {cutmix}")
         self.model_name = model
         self.image_size = image_size
-        self.augment = augment
+        self.augment = augment_name
         self.hflip = hflip
+        self.mixup, self.cutmix = float(mixup), float(cutmix)
         self.model = _create(model)
-        cfg = getattr(self.model, "pretrained_cfg", None) or {}
-        if pretrained:
+        if weights:
             from mmkit_timm.weights import load_into, read_state_dict
 
-            load_into(self.model, read_state_dict(pretrained), str(pretrained), cfg.get("classifier"))
-        mean = cfg.get("mean") or (0.485, 0.456, 0.406)
-        std = cfg.get("std") or (0.229, 0.224, 0.225)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
+            cfg = getattr(self.model, "pretrained_cfg", None) or {}
+            load_into(self.model, read_state_dict(weights), weights, cfg.get("classifier"))
+        from timm.data import resolve_data_config
+
+        config = resolve_data_config({}, model=self.model)
+        self.mean = tuple(float(m) for m in config["mean"])
+        self.std = tuple(float(s) for s in config["std"])
+        self.transform_spec = TransformSpec(self.mean, self.std, str(config.get("interpolation") or "bicubic"),
+                                            image_size, augment_name, auto_augment, float(color_jitter),
+                                            bool(hflip), scale)
         self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0) or 0)
         self.feature_dim = int(self.model.num_features)
         self.dim = int(getattr(self.model, "head_hidden_size", None) or self.feature_dim)
         # tokens must share pooled's width; models whose head widens the features give pooled only
         self.has_tokens = bool(tokens) and self.dim == self.feature_dim
-        self.deterministic_train = not augment
+        self.deterministic_train = augment_name == "none" and not self.mixes
+
+    @property
+    def mixes(self) -> bool:
+        """Whether training batches are mixed (Mixup/CutMix)."""
+        return self.mixup > 0 or self.cutmix > 0
 
     # ------------------------------------------------------------------ worker side
-    def preprocess(self, raw: Any, train: bool = False) -> Tensor:
-        """An RGB PIL image -> normalised float tensor ``[3, H, W]``."""
-        import numpy as np
+    def preprocess(self, raw: Any, train: bool = False) -> Any:
+        """An RGB PIL image -> normalised float tensor ``[3, H, W]`` (with Mixup/CutMix in training: a dict
+        of the tensor and the sample's seed, which the batch's mixing is drawn from)."""
         from PIL import Image
 
         if not isinstance(raw, Image.Image):
             raise DataError(f"timm encoder expects a loaded PIL image, got {type(raw).__name__}")
         image = raw if raw.mode == "RGB" else raw.convert("RGB")
-        out_w, out_h = (self.image_size, self.image_size) if self.image_size else image.size
-        if train and self.augment:
-            image = self._random_resized_crop(image, out_w, out_h)
-            if self.hflip and torch.rand(()) < 0.5:
-                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        elif self.image_size:
-            image = self._resize_center_crop(image, self.image_size)
-        arr = np.asarray(image, dtype=np.float32)
-        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).div_(255.0)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return x.sub_(mean).div_(std)
+        pixels = preprocess_image(self.transform_spec, image, train)
+        if train and self.mixes:
+            return {"pixels": pixels, "seed": int(torch.randint(0, 2**31 - 1, ()))}
+        return pixels
 
-    @staticmethod
-    def _resize_center_crop(image: Any, size: int) -> Any:
-        from PIL import Image
-
-        w, h = image.size
-        if (w, h) == (size, size):
-            return image
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        image = image.resize((nw, nh), Image.Resampling.BICUBIC)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        return image.crop((left, top, left + size, top + size))
-
-    @staticmethod
-    def _random_resized_crop(image: Any, out_w: int, out_h: int, scale: tuple[float, float] = (0.8, 1.0),
-                             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Any:
-        from PIL import Image
-
-        w, h = image.size
-        area = w * h
-        for _ in range(10):
-            target = area * float(torch.empty(()).uniform_(*scale))
-            log_r = float(torch.empty(()).uniform_(math.log(ratio[0]), math.log(ratio[1])))
-            cw = int(round(math.sqrt(target * math.exp(log_r))))
-            ch = int(round(math.sqrt(target / math.exp(log_r))))
-            if 0 < cw <= w and 0 < ch <= h:
-                left = int(torch.randint(0, w - cw + 1, ()))
-                top = int(torch.randint(0, h - ch + 1, ()))
-                break
-        else:
-            cw, ch, left, top = w, h, 0, 0
-        return image.resize((out_w, out_h), Image.Resampling.BILINEAR, box=(left, top, left + cw, top + ch))
-
-    def collate(self, items: list[Tensor]) -> Tensor:
-        sizes = {tuple(t.shape[-2:]) for t in items}
+    def collate(self, items: list[Any]) -> Any:
+        """Stack the images; training items of a mixing encoder are mixed (``{"pixels", "mix"}``)."""
+        mixing = bool(items) and isinstance(items[0], dict)
+        pixels = [it["pixels"] for it in items] if mixing else items
+        sizes = {tuple(t.shape[-2:]) for t in pixels}
         if len(sizes) > 1:
             raise DataError(
                 f"timm encoder: images of different sizes in one batch ({sorted(sizes)[:4]} ...); "
                 "set image_size in the encoder's recipe section to resize them")
-        return torch.stack(items)
+        stacked = torch.stack(pixels)
+        if not mixing:
+            return stacked
+        mixed, mix = mix_batch(stacked, batch_seed([it["seed"] for it in items]), self.mixup, self.cutmix)
+        return {"pixels": mixed, "mix": mix}
 
     # ------------------------------------------------------------------ model side
-    def forward(self, inputs: Tensor) -> Embedding:
+    def forward(self, inputs: Tensor | dict[str, Any]) -> Embedding:
+        if isinstance(inputs, dict):  # a mixed training batch
+            inputs = inputs["pixels"]
         features = self.model.forward_features(inputs)
         pooled = self.model.forward_head(features, pre_logits=True)
         present = torch.ones(pooled.shape[0], dtype=torch.bool, device=pooled.device)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mmkit.errors import ParameterError
+from mmkit import ParameterError
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
@@ -18,7 +18,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
 
     p = Path(os.path.expanduser(str(path)))
     if not p.is_file():
-        raise ParameterError(f"pretrained weights file not found: {p}")
+        raise ParameterError(f"pretrained weights file not found: {p} (a local file is needed: mmkit never downloads)")
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 

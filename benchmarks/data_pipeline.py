@@ -8,7 +8,7 @@ timm encoder's ``preprocess``: RGB, [0, 1], mean/std normalisation) and, interle
 plain ``Dataset`` doing ``PIL.Image.open(path).convert("RGB")`` + torchvision ``ToTensor`` +
 ``Normalize`` with the default collate. Same batch size, shuffling and workers on both sides.
 
-(b) ``mmkit.engine.train`` runs the quickstart model (64 px, batch 64, ``num_workers`` auto = 0 on
+(b) ``mmkit.trainer.train`` runs the quickstart model (64 px, batch 64, ``num_workers`` auto = 0 on
 CPU) with its training DataLoader instrumented: the time inside ``next(iterator)`` over the time of
 whole steps (wall and process-CPU clocks) is the fraction of the loop spent waiting on data.
 
@@ -129,7 +129,7 @@ class _Timing:
 def loader_wait(args: Any, tmp: Path) -> dict[str, list[float]]:
     import torch
 
-    from mmkit.engine import train
+    from mmkit.trainer import train
     from mmkit.recipe import build_recipe
 
     original = torch.utils.data.DataLoader

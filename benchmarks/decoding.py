@@ -77,7 +77,8 @@ def main() -> None:
         return run
 
     sides = {"greedy, cache": variant(1, True), "greedy, no cache": variant(1, False),
-             f"beam {args.beam}, cache": variant(args.beam, True), f"beam {args.beam}, no cache": variant(args.beam, False)}
+             f"beam {args.beam}, cache": variant(args.beam, True),
+             f"beam {args.beam}, no cache": variant(args.beam, False)}
     C.say(f"{NAME}: {args.repeats} interleaved repeats of {len(sides)} variants ...")
     values = C.interleave(sides, args.repeats, warmup=True, log=C.say)
     same = {"greedy": bool(torch.equal(outputs[(1, True)], outputs[(1, False)])),

@@ -6,11 +6,11 @@ norms/biases), gradient clipping (1.0), cosine schedule with warm-up, and number
 
 Sides, interleaved in one process (A B C A B C ...), each rep from a freshly built model:
 
-* ``mmkit``: ``mmkit.engine.train`` on the recipe; samples/s from its summary (training loop only:
+* ``mmkit``: ``mmkit.trainer.train`` on the recipe; samples/s from its summary (training loop only:
   data loading included, model building, evaluation and checkpoints excluded).
 * ``torch_pretensor``: the baseline a competent engineer writes for a dataset that fits in memory:
   images converted once to a uint8 tensor, texts tokenized once to padded ids; each step slices a
-  shuffled index, normalises on the fly, runs the same modules (built by ``mmkit.engine.assemble``)
+  shuffled index, normalises on the fly, runs the same modules (built by ``mmkit.assembly.assemble``)
   and syncs the loss to Python only every 10 steps. The one-off conversion is reported, not timed.
 * ``torch_loader``: a plain ``Dataset`` + ``DataLoader`` doing the same per-sample conversion
   (PIL -> normalised tensor, tokenize) every epoch, as mmkit does for a non-frozen encoder.
@@ -28,7 +28,6 @@ import math
 import os
 import tempfile
 import time
-import types
 from contextlib import nullcontext
 from typing import Any
 
@@ -64,13 +63,14 @@ class Baselines:
         import numpy as np
         import torch
 
-        from mmkit.engine import choose_device, choose_precision, load_splits, plan_data
+        from mmkit.assembly import choose_device, load_splits, plan_data
         from mmkit.registry import get_registry
+        from mmkit.trainer import Precision
 
         self.args, self.recipe = args, recipe
         self.registry = get_registry()
         self.device = choose_device(recipe.train["device"])
-        self.amp_dtype, _ = choose_precision(recipe.train["precision"], self.device)
+        self.amp_dtype = Precision.choose(recipe.train["precision"], self.device).dtype
         self.splits = load_splits(recipe, self.registry)
         self.plan = plan_data(recipe, self.splits)
         self.rows = self.splits.splits["train"]
@@ -97,7 +97,8 @@ class Baselines:
         self.std = torch.tensor(enc.std, device=self.device).view(1, 3, 1, 1) * 255
 
     def fresh_model(self) -> Any:
-        from mmkit.engine import assemble, seed_everything
+        from mmkit.assembly import assemble
+        from mmkit.rng import seed_everything
 
         seed_everything(0)
         model = assemble(self.recipe, self.registry, self.plan)
@@ -246,14 +247,14 @@ def main() -> None:
     p.add_argument("--workers", default="auto", help="DataLoader workers for mmkit and torch_loader (auto = mmkit's)")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="wall: elapsed time (the target); cpu: process CPU time, robust to other load on a "
-                        "shared machine (it swaps mmkit.engine's clock; CPU only, workers 0)")
+                        "shared machine (it swaps the Trainer's clock; CPU only, workers 0)")
     args = C.finish_args(p.parse_args(), NAME)
     args.steps = args.steps or (3 if args.quick else 10)
     args.batch_size = args.batch_size or (8 if args.quick else 64)
     args.workers = int(args.workers) if str(args.workers).isdigit() else "auto"
     load_before = C.loadavg()
 
-    import mmkit.engine as engine
+    from mmkit.trainer import Trainer, train
     from mmkit.recipe import build_recipe
 
     threads = C.set_threads(args.threads)
@@ -261,7 +262,7 @@ def main() -> None:
     if args.clock == "cpu":
         if args.device != "cpu":
             raise SystemExit("--clock cpu measures CPU work; use it with --device cpu")
-        engine.time = types.SimpleNamespace(perf_counter=time.process_time)  # the engine's loop timer
+        Trainer.clock = staticmethod(time.process_time)  # the clock of the loop's train_time
 
     tmp = tempfile.mkdtemp(prefix="mmkit-bench-")
     runs = iter(range(10**6))
@@ -273,7 +274,7 @@ def main() -> None:
     base = Baselines(args, recipe("prep"))
 
     def mmkit_side() -> float:
-        result = engine.train(recipe(f"run{next(runs)}"), quiet=True)
+        result = train(recipe(f"run{next(runs)}"), quiet=True)
         return float(result.summary["samples_per_s"])
 
     sides = {"mmkit": mmkit_side, "torch_pretensor": lambda: base.pretensor(clock),

@@ -58,7 +58,7 @@ def main() -> None:
     load_before = C.loadavg()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from mmkit.engine import train
+    from mmkit.trainer import train
     from mmkit.recipe import build_recipe
 
     threads = C.set_threads(args.threads)

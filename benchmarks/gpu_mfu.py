@@ -158,7 +158,8 @@ def main() -> None:
                      f"{r['flops_counted'] / 1e9:.2f}", f"{r['flops_analytic'] / 1e9:.2f}"])
     md = C.table(["workload", "TFLOP/s", "fraction of matmul peak", "GFLOP/step (counted)", "GFLOP/step (analytic)"],
                  rows)
-    md += f"\n\ndevice {device} ({torch.cuda.get_device_name(0) if device.type == 'cuda' else C.cpu_model()}), {dtype_name}."
+    device_name = torch.cuda.get_device_name(0) if device.type == "cuda" else C.cpu_model()
+    md += f"\n\ndevice {device} ({device_name}), {dtype_name}."
     C.write_result(NAME, args, {"params": {"device": str(device), "dtype": dtype_name, "matmul_size": size,
                                            "configs": configs, "threads": threads},
                                 "unit": "FLOP/s", "results": results}, md, load_before)

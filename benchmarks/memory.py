@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import _common as C
 
@@ -51,7 +50,7 @@ def peak_rss(cmd: list[str], threads: int) -> tuple[float, float]:
 
 
 def train_text_model(tmp: Path, quick: bool) -> Path:
-    from mmkit.engine import train
+    from mmkit.trainer import train
     from mmkit.recipe import build_recipe
 
     doc = {"run": {"name": "text-model", "output_dir": str(tmp / "runs"), "seed": 0},
@@ -134,7 +133,8 @@ def main() -> None:
            f"{threads} torch thread(s) in each child.")
     C.write_result(NAME, args, {
         "params": {"sizes": sizes, "batch_size": args.batch_size, "quickstart_steps": qs_steps, "threads": threads},
-        "unit": "MiB", "results": {"quickstart": {"peak_rss_mib": C.summary(quick_rss), "seconds": C.summary(quick_sec)},
+        "unit": "MiB",
+        "results": {"quickstart": {"peak_rss_mib": C.summary(quick_rss), "seconds": C.summary(quick_sec)},
                                    "predict": predict},
         "ratios": {"predict_rss_largest_vs_smallest": ratio}, "predict_rss_growth_mib": growth,
     }, md, load_before)

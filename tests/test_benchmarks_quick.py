@@ -124,3 +124,11 @@ def test_gpu_script_is_valid_bash() -> None:
     proc = subprocess.run(["bash", "-n", str(BENCH / "gpu.sh")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert os.access(BENCH / "gpu.sh", os.X_OK)
+
+
+def test_text_encoders_quick(tmp_path: Path) -> None:
+    doc = run_quick("text_encoders", tmp_path)
+    assert set(doc["results"]) == {"text-transformer", "minilm-frozen", "minilm-finetuned"}
+    positive_medians(doc["results"])
+    assert doc["ratios_vs_text_transformer"]["text-transformer"] == 1.0
+    assert doc["cache_build_seconds_per_row"]["median"] > 0

@@ -56,7 +56,8 @@ TRAIN_PARAMS = [
               "auto = bf16 autocast on GPUs that support it, fp32 on CPU"),
     ParamInfo("device", "Literal['auto', 'cpu', 'cuda']", "auto", "auto = cuda when available"),
     ParamInfo("num_workers", "int | Literal['auto']", "auto", "DataLoader workers; auto = 0 on CPU, up to 8 on GPU"),
-    ParamInfo("eval_every", "int", 0, "evaluate every N optimizer steps; 0 = at the end of every epoch (always at the end of training)"),
+    ParamInfo("eval_every", "int", 0, "evaluate every N optimizer steps; 0 = at the end of every epoch "
+              "(always at the end of training)"),
     ParamInfo("checkpoint_every", "int", 0, "also write checkpoints/last every N optimizer steps; 0 = at evaluations"),
     ParamInfo("log_every", "int", 10, "write a training-loss line to metrics.jsonl every N steps"),
     ParamInfo("early_stopping", "int", 0, "stop after N evaluations without improvement; 0 = off"),
@@ -67,7 +68,7 @@ TRAIN_PARAMS = [
     ParamInfo("tensorboard", "bool", False, "also log to TensorBoard (pip install 'mmkit[tb]')"),
     ParamInfo("strategy", "Literal['auto', 'ddp', 'fsdp']", "auto", "multi-process strategy (auto = ddp)"),
     ParamInfo("callbacks", "list", [], "extra training callbacks (mmkit list callback): names, or tables "
-                                      "{ type = NAME, param = value }; the built-in ones always run (docs/training.md)"),
+              "{ type = NAME, param = value }; the built-in ones always run (docs/training.md)"),
 ]
 ENCODER_KEYS = [
     ParamInfo("type", "str", None, "registered encoder; default: the modality's default encoder"),

@@ -57,6 +57,9 @@ _LAZY: dict[str, str] = {
     "bundled_minilm_path": "mmkit.tokenize",
     "make_tokenizer": "mmkit.tokenize",
     "tokenizer_from_state": "mmkit.tokenize",
+    # the notebook API: train on in-memory data, get a model back (imports torch)
+    "fit": "mmkit.fitting",
+    "TrainedModel": "mmkit.fitting",
     # loading local Hugging Face folders offline (standard library only until a load)
     "check_hf_folder": "mmkit.offline",
     "hub_offline": "mmkit.offline",
@@ -83,6 +86,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
         empty_embedding,
         scatter_embedding,
     )
+    from mmkit.fitting import TrainedModel, fit
     from mmkit.modality import Modality
     from mmkit.offline import check_hf_folder, hub_offline, local_folder
     from mmkit.tokenize import (
@@ -130,11 +134,12 @@ def create(kind: str, name: str, /, **params: Any) -> Any:
     return get_registry().create(kind, name, context=context, **params)
 
 
-def load(name_or_path: str, **kw: Any) -> Any:
+def load(name_or_path: str, **kw: Any) -> TrainedModel:
     """Load a trained model for inference (``NAME``, ``NAME@3``, a model folder or a run directory):
-    a predictor with ``predict``, ``embed``, ``search``, ``evaluate``, ``save``.
-    Keyword arguments (``device``, ``registry``, ``checkpoint``) go to the loader."""
-    from mmkit.predictor import load as _load
+    a :class:`TrainedModel` (what :func:`fit` returns) with ``predict``, ``predict_proba``, ``embed``,
+    ``search``, ``evaluate``, ``save``. Keyword arguments (``device``, ``registry``, ``checkpoint``)
+    go to the loader."""
+    from mmkit.fitting import load as _load
 
     return _load(name_or_path, **kw)
 
@@ -153,6 +158,9 @@ __all__ = [
     "list_components",
     "load",
     "reset_registry",
+    # the notebook API (lazy: imports torch)
+    "fit",
+    "TrainedModel",
     # errors
     "ComponentNotFoundError",
     "DataError",

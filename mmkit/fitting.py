@@ -41,11 +41,8 @@ class TrainedModel(Predictor):
     and ``save`` a self-contained folder that :func:`load` reads back.
     """
 
-    @property
-    def run_dir(self) -> Path | None:
-        """The run directory it was trained in (loaded from one), else None."""
-        path = Path(self.card.get("path", ""))
-        return path if self.card.get("path") and RunDir.looks_like_run(path) else None
+    #: the run directory it was loaded from (None for a saved or registered folder)
+    run_dir: Path | None = None
 
     @property
     def summary(self) -> dict[str, Any] | None:
@@ -84,11 +81,10 @@ class TrainedModel(Predictor):
 
 
 def _records(data: Any) -> Records:
-    """A manifest path as it is; in-memory data as plain rows (images stay objects: the modalities read them)."""
-    if is_path(data) or isinstance(data, list) and all(isinstance(r, dict) for r in data):
+    """A manifest path or a list as it is; other in-memory data (DataFrame, datasets.Dataset, an
+    iterable of dicts) as plain rows. Images stay objects: the modalities read them."""
+    if is_path(data) or isinstance(data, list):
         return data  # type: ignore[no-any-return]
-    if isinstance(data, str) or not hasattr(data, "__iter__") and not hasattr(data, "to_dict"):
-        return data  # type: ignore[no-any-return]  # the predictor names the problem
     return to_rows(data, "input")
 
 
@@ -98,8 +94,10 @@ def load(ref: str | Path, device: str | torch.device = "cpu", *, registry: str |
     or a run directory (its ``checkpoint``: ``best``, falling back to ``last``)."""
     trained = load_trained(ref, checkpoint=checkpoint, models_dir=registry, device=device)
     card = {**trained.ref.card, "path": str(trained.ref.folder)}
-    return TrainedModel(trained.model, trained.recipe, trained.columns, card=card, device=device,
-                        registry=trained.registry)
+    model = TrainedModel(trained.model, trained.recipe, trained.columns, card=card, device=device,
+                         registry=trained.registry)
+    model.run_dir = trained.ref.folder if trained.ref.kind == "run" else None
+    return model
 
 
 # ------------------------------------------------------------------------------------------ fit

@@ -84,7 +84,7 @@ def _records(data: Any) -> Records:
     """A manifest path or a list as it is; other in-memory data (DataFrame, datasets.Dataset, an
     iterable of dicts) as plain rows. Images stay objects: the modalities read them."""
     if is_path(data) or isinstance(data, list):
-        return data  # type: ignore[no-any-return]
+        return data
     return to_rows(data, "input")
 
 

@@ -60,6 +60,8 @@ _LAZY: dict[str, str] = {
     # the notebook API: train on in-memory data, get a model back (imports torch)
     "fit": "mmkit.fitting",
     "TrainedModel": "mmkit.fitting",
+    # what an image/text encoder pair declares for zero-shot classification (imports torch)
+    "ZeroShot": "mmkit.zeroshot",
     # loading local Hugging Face folders offline (standard library only until a load)
     "check_hf_folder": "mmkit.offline",
     "hub_offline": "mmkit.offline",
@@ -88,6 +90,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
     )
     from mmkit.fitting import TrainedModel, fit
     from mmkit.modality import Modality
+    from mmkit.zeroshot import ZeroShot
     from mmkit.offline import check_hf_folder, hub_offline, local_folder
     from mmkit.tokenize import (
         WordPieceTokenizer,
@@ -161,6 +164,7 @@ __all__ = [
     # the notebook API (lazy: imports torch)
     "fit",
     "TrainedModel",
+    "ZeroShot",
     # errors
     "ComponentNotFoundError",
     "DataError",

@@ -73,6 +73,15 @@ class TrainedModel(Predictor):
             out.append(list(pred["probs"].values()))
         return np.asarray(out, dtype=np.float32).reshape(len(out), -1)
 
+    def zero_shot(self, records: Any, labels: list[str], prompt: str = "a photo of a {label}.",
+                  batch_size: int = 32) -> list[dict[str, Any]]:
+        """Classify the images of ``records`` among ``labels`` without training, with an image/text
+        encoder pair that declares :class:`mmkit.ZeroShot` (hf-clip): ``{"label", "probs"}`` per row."""
+        from mmkit.zeroshot import ZeroShotClassifier, make_spec
+
+        spec = make_spec(self.model, None, labels, prompt)
+        return ZeroShotClassifier(self, spec).predict(_records(records), batch_size)
+
     def evaluate(self, data: Any, split: str = "test", batch_size: int = 32, **kw: Any) -> dict[str, float]:
         return super().evaluate(data if is_path(data) else _records(data), split, batch_size, **kw)
 

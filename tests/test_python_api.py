@@ -96,10 +96,20 @@ def test_lists_paths_and_hf_datasets(tmp_path: Path) -> None:
         row["img"] = f"imgs/{i}.png"  # relative to base_dir
     (tmp_path / "there is a red circle").write_text("a file named like a claim")
     val = datasets.Dataset.from_list(shapes_rows("val", 16))  # images as the datasets Image feature
-    model = mmkit.fit(recipe(tmp_path), train=train, val=val, base_dir=tmp_path, quiet=True)
+    (tmp_path / "held" / "pics").mkdir(parents=True)
+    test = shapes_rows("test", 8)
+    for i, row in enumerate(test):
+        row["img"].save(tmp_path / "held" / "pics" / f"{i}.png")
+        row["img"] = f"pics/{i}.png"  # relative to the manifest's folder
+    manifest = tmp_path / "held" / "test.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in test))
+    model = mmkit.fit(recipe(tmp_path), train=train, val=val, test=manifest, base_dir=tmp_path, quiet=True)
     inputs = model.run_dir / "inputs"
     rows = [json.loads(line) for line in (inputs / "train.jsonl").read_text().splitlines()]
     assert rows[0]["img"] == str((tmp_path / "imgs" / "0.png").resolve())  # still loads from the run dir
+    copied = [json.loads(line) for line in (inputs / "test.jsonl").read_text().splitlines()]
+    assert copied[2]["img"] == str((tmp_path / "held" / "pics" / "2.png").resolve())  # its own folder's meaning
+    assert set(model.summary["final"]) == {"val", "test"}
     assert [r["claim"] for r in rows] == [r["claim"] for r in train]  # a text column is never a path column
     assert len(list((inputs / "files").glob("val-*-img.png"))) == 16
     assert model.evaluate(val)["accuracy"] == model.evaluate(list(val))["accuracy"]

@@ -199,7 +199,7 @@ def _apply_overrides(doc: dict[str, Any], overrides: Mapping[str, Any]) -> None:
 def _inline_rows(rec: Any, inline: Mapping[str, Any], base: Path) -> dict[str, tuple[list[Row], Path]]:
     """``{split: (rows, base folder of their relative paths)}`` of every split once one is in memory:
     all are written to the run directory, so relative paths keep one meaning."""
-    from mmkit.manifest import read_manifest
+    from mmkit.manifest import check_columns, read_manifest
 
     if rec.data["split_column"]:
         raise RecipeError(f"{rec.source}: data.split_column cannot be combined with in-memory splits; "
@@ -213,6 +213,9 @@ def _inline_rows(rec: Any, inline: Mapping[str, Any], base: Path) -> dict[str, t
             out[split] = (read_manifest(path), path.parent)
     if "train" not in out:
         raise DataError("the training split is missing: pass train=")
+    fields = {f: rec.data["columns"].get(f, f) for f in rec.encoders}
+    for split, (split_rows, _) in out.items():  # a column typo is found before a run directory is made
+        check_columns(split_rows, fields, f"{split} data" if split in inline else str(rec.data[split]))
     return out
 
 

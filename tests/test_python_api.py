@@ -129,6 +129,9 @@ def test_recipe_forms_and_errors_name_the_problem(tmp_path: Path) -> None:
         mmkit.fit(recipe(tmp_path), train=rows[0])
     with pytest.raises(mmkit.DataError, match="val row 2: expected a dict, got int"):
         mmkit.fit(recipe(tmp_path), train=rows, val=[rows[0], 3])
+    with pytest.raises(mmkit.DataError, match=r"val data: column 'claim' \(field 'text'\) not found; columns are "
+                                              r"'img', 'text', 'label'"):
+        mmkit.fit(recipe(tmp_path), train=rows, val=[{"img": r["img"], "text": r["claim"], "label": 1} for r in rows])
     with pytest.raises(mmkit.RecipeError, match="no such recipe file"):
         mmkit.fit(tmp_path / "missing.toml", train=rows)
     assert not (tmp_path / "runs").exists()  # every problem found before a run directory is made

@@ -169,13 +169,13 @@ def _recipe_doc(recipe: Any) -> tuple[dict[str, Any], str, Path]:
     from mmkit.recipe import read_toml
 
     if isinstance(recipe, Mapping):
-        return copy.deepcopy(dict(recipe)), "<recipe dict>", Path.cwd()
+        return copy.deepcopy(dict(recipe)), "mmkit.fit (recipe dict)", Path.cwd()
     if not isinstance(recipe, (str, Path)):
         raise RecipeError(f"recipe: expected a file path, a dict or a model card name, got {type(recipe).__name__}")
     path = Path(recipe).expanduser()
     if isinstance(recipe, Path) or path.suffix == ".toml" or path.is_file():
         return read_toml(path), str(path), path.resolve().parent
-    return {"model": {"card": str(recipe)}}, f"model card {recipe!r}", Path.cwd()
+    return {"model": {"card": str(recipe)}}, "mmkit.fit", Path.cwd()  # errors add "model card 'NAME'"
 
 
 def _apply_overrides(doc: dict[str, Any], overrides: Mapping[str, Any]) -> None:

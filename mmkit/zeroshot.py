@@ -195,7 +195,7 @@ def card_predictor(name: str, device: str | torch.device = "cpu") -> Any:
     from mmkit.registry import get_registry
 
     registry = get_registry()
-    recipe = build_recipe({"model": {"card": name}}, f"model card {name!r}", Path.cwd(), registry)
+    recipe = build_recipe({"model": {"card": name}}, "zero-shot", Path.cwd(), registry)
     model = assemble(recipe, registry)
     return TrainedModel(model, recipe, recipe.data["columns"], card={"name": name}, device=device, registry=registry)
 

@@ -5,6 +5,10 @@ contract kit) and its pytest fixture module :mod:`mmkit.testing_plugin`. Every o
 internal and may change in any release; plugins, the built-in ones included, use only the public
 names (a test enforces it). See docs/plugins.md for the stability policy.
 
+Training from Python: ``mmkit.fit(recipe, train=dataframe, val=..., train__lr=1e-3)`` returns a
+:class:`TrainedModel` (``predict``, ``predict_proba``, ``evaluate``, ``embed``, ``save``), the type
+``mmkit.load`` returns too (docs/python.md).
+
 Importing ``mmkit`` is cheap: it never imports torch. The interfaces (``Encoder``, ``Fusion``,
 ``Head``, ``Embedding``, ...) are loaded on first access (PEP 562), which imports torch::
 

@@ -1,8 +1,9 @@
 """Data handed to :func:`mmkit.fit` in memory: rows from a list of dicts, a pandas DataFrame or a
 Hugging Face ``datasets.Dataset``, and their materialisation as manifests in the run directory.
 
-pandas and datasets are never imported here: a value is recognised by its methods (``to_dict`` with
-``orient="records"``; a ``datasets`` object's ``features``), so neither is needed to use the rest.
+pandas, polars and datasets are never imported here: a value is recognised by its methods
+(``to_dict(orient="records")``, ``to_dicts()``, a ``datasets`` object's ``features``), so none of
+them is needed to use the rest.
 Cells become plain JSON values (numpy scalars -> Python numbers, NaN/None/pd.NA -> None = an absent
 value). Images given as objects (PIL images, encoded bytes, ``{"bytes": ...}`` dicts as Parquet and
 ``datasets`` hold them) are written as files next to the manifest, so a run directory holds every
@@ -42,6 +43,8 @@ def to_rows(data: Any, what: str = "data") -> list[Row]:
     """The rows of in-memory data as plain dicts (see the module docstring); ``what`` names it in errors."""
     if _is_dataframe(data):
         records: Iterable[Any] = data.to_dict(orient="records")
+    elif hasattr(data, "to_dicts") and hasattr(data, "columns"):  # a polars DataFrame
+        records = data.to_dicts()
     elif _is_hf_dataset(data):
         records = iter(data)
     elif isinstance(data, Mapping):

@@ -134,3 +134,25 @@ def test_recipe_forms_and_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(mmkit.RecipeError, match="no such recipe file"):
         mmkit.fit(tmp_path / "missing.toml", train=rows)
     assert not (tmp_path / "runs").exists()  # every problem found before a run directory is made
+
+
+def test_cells_become_plain_values_and_image_bytes_keep_their_format(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from mmkit.inline_data import to_rows, write_split
+
+    frame = pd.DataFrame({"n": np.array([1, 2], dtype=np.int64), "x": [0.5, np.nan],
+                          "s": pd.array(["a", pd.NA], dtype="string"), "v": [np.array([1.0, 2.0]), None]})
+    rows = to_rows(frame)
+    assert rows == [{"n": 1, "x": 0.5, "s": "a", "v": [1.0, 2.0]}, {"n": 2, "x": None, "s": None, "v": None}]
+    assert type(rows[0]["n"]) is int
+    jpeg = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(jpeg, format="JPEG")
+    blob = jpeg.getvalue()
+    manifest = write_split([{"img": blob}, {"img": {"bytes": b"not an image", "path": None}}],
+                           tmp_path / "m" / "train.jsonl", tmp_path / "m" / "files", "train", tmp_path, True)
+    written = [json.loads(line)["img"] for line in manifest.read_text().splitlines()]
+    assert written == ["files/train-000001-img.jpg", "files/train-000002-img.bin"]
+    assert (tmp_path / "m" / written[0]).read_bytes() == blob  # the bytes as given, not re-encoded
+    with pytest.raises(mmkit.DataError, match="input: expected a manifest path.*got int"):
+        to_rows(3, "input")

@@ -112,7 +112,7 @@ def load(ref: str | Path, device: str | torch.device = "cpu", *, registry: str |
 # ------------------------------------------------------------------------------------------ fit
 def fit(recipe: str | Path | Mapping[str, Any], train: Any = None, val: Any = None, test: Any = None, *,
         base_dir: str | Path | None = None, quiet: bool = False, callbacks: Iterable[Any] = (),
-        **overrides: Any) -> TrainedModel:
+        overwrite: bool = False, **overrides: Any) -> TrainedModel:
     """Train ``recipe`` and return the trained model (its best checkpoint, on the training device).
 
     Args:
@@ -123,6 +123,7 @@ def fit(recipe: str | Path | Mapping[str, Any], train: Any = None, val: Any = No
         base_dir: the folder relative paths in in-memory rows resolve against (default: the working dir).
         quiet: no progress on stderr.
         callbacks: :class:`mmkit.Callback` instances, run after the built-in ones.
+        overwrite: replace an existing run directory of the same name (default: a new ``NAME-2``...).
         **overrides: recipe keys with ``__`` between the parts: ``train__lr=1e-3``,
             ``model__fusion__type="concat"``, ``run__name="exp1"``.
 
@@ -155,7 +156,8 @@ def fit(recipe: str | Path | Mapping[str, Any], train: Any = None, val: Any = No
     from mmkit.trainer import Trainer
 
     trainer_class = _inline_trainer(rows) if rows else Trainer
-    result = trainer_class(rec, quiet=quiet, registry=registry, callbacks=callbacks).fit()
+    result = trainer_class(rec, mode="overwrite" if overwrite else "new", quiet=quiet, registry=registry,
+                           callbacks=callbacks).fit()
     if result.interrupted:
         raise KeyboardInterrupt(f"training interrupted; its last checkpoint is in {result.run_dir}")
     return load(result.run_dir, device=result.summary.get("device", "cpu"), checkpoint="best")

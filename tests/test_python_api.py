@@ -113,6 +113,9 @@ def test_lists_paths_and_hf_datasets(tmp_path: Path) -> None:
     assert [r["claim"] for r in rows] == [r["claim"] for r in train]  # a text column is never a path column
     assert len(list((inputs / "files").glob("val-*-img.png"))) == 16
     assert model.evaluate(val)["accuracy"] == model.evaluate(list(val))["accuracy"]
+    again = mmkit.fit(recipe(tmp_path), train=train[:16], base_dir=tmp_path, quiet=True, overwrite=True)
+    assert again.run_dir == model.run_dir and again.summary["steps"] == 1  # replaced, not api-2
+    assert not (inputs / "val.jsonl").exists() and not (inputs / "files").exists()
     assert model.embed(val.select(range(3)), modality="image").shape == (3, model.embedding_dim("image"))
 
 

@@ -151,7 +151,9 @@ def check_export_target(out: Path, overwrite: bool) -> None:
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if not entries:
         return
-    foreign = [e for e in entries if e not in EXPORT_ENTRIES]
+    from mmkit.shard_export import SHARD_NAME
+
+    foreign = [e for e in entries if e not in EXPORT_ENTRIES and not SHARD_NAME.match(e)]
     if foreign:
         raise click.BadParameter(f"{out} holds files that are not an mmkit export ({', '.join(foreign[:3])}); "
                                  f"choose a new or empty folder (nothing was written)", param_hint="--out")
@@ -160,15 +162,16 @@ def check_export_target(out: Path, overwrite: bool) -> None:
                                  f"choose a new folder (nothing was written)", param_hint="--out")
 
 
-def write_export(data: Any, out: Path, progress: Any = None) -> dict[str, int]:
+def write_export(data: Any, out: Path, progress: Any = None, writer: Any = None) -> Any:
     """Export into a hidden folder next to ``out``, then put it in place of ``out`` (whose earlier
-    export, if any, is removed only after the new one is complete). Nothing is left behind on failure."""
+    export, if any, is removed only after the new one is complete). Nothing is left behind on failure.
+    ``writer(data, folder, progress)`` writes the files (default: :func:`export_splits`)."""
     stage = out.parent / f".{out.name[:40]}.tmp-{uuid.uuid4().hex[:8]}"
     old = out.parent / f".{out.name[:40]}.old-{uuid.uuid4().hex[:8]}"
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        counts = export_splits(data, stage, progress)
+        counts = (writer or export_splits)(data, stage, progress)
         if out.is_dir() and any(out.iterdir()):
             os.rename(out, old)
         elif out.is_dir():
@@ -215,9 +218,14 @@ def data() -> None:
               help="Rows per split as counts (800,100,100) or fractions of --n (0.8,0.1,0.1).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Extra dataset argument, a TOML value, e.g. -o image_size=32 (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "webdataset", "parquet"]), default="jsonl",
+              show_default=True, help="jsonl manifests + PNG files, WebDataset tar shards, or Parquet shards "
+                                      "(the last two stream in training: docs/data.md).")
+@click.option("--shard-size", type=click.IntRange(min=1, max=MAX_ROWS), default=1000, show_default=True,
+              help="Samples per shard (webdataset, parquet).")
 def export_cmd(dataset: str, out: Path, overwrite: bool, n: int, seed: int | None, sizes: str | None,
-               options: tuple[str, ...]) -> None:
-    """Write the registered DATASET as JSONL manifests with PNG images (relative paths).
+               options: tuple[str, ...], fmt: str, shard_size: int) -> None:
+    """Write the registered DATASET as JSONL manifests with PNG images (relative paths), or as shards.
 
     \b
     --out must be a new or empty folder; --overwrite replaces an earlier export there (a folder
@@ -229,6 +237,7 @@ def export_cmd(dataset: str, out: Path, overwrite: bool, n: int, seed: int | Non
       mmkit data export shapes --n 200 --out data/shapes --seed 1
       mmkit data export shapes --split-sizes 1000,200,200 -o image_size=32 --out data/shapes32
       mmkit data export shapes --n 500 --out data/shapes --overwrite
+      mmkit data export shapes --n 4000 --format webdataset --shard-size 500 --out data/shards
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -243,6 +252,9 @@ def export_cmd(dataset: str, out: Path, overwrite: bool, n: int, seed: int | Non
     columns = getattr(splits, "columns", {}) or {}
     with Progress(TextColumn("{task.description:>5}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True) as progress:
+        if fmt != "jsonl":
+            _report_shards(splits, out, fmt, write_export(splits, out, progress, _shard_writer(fmt, shard_size)))
+            return
         counts = write_export(splits, out, progress)
     written = ", ".join(f"{s}.jsonl ({c} rows)" for s, c in counts.items())
     click.echo(f"wrote {written or 'nothing (every split is empty)'} to {out}")
@@ -250,3 +262,25 @@ def export_cmd(dataset: str, out: Path, overwrite: bool, n: int, seed: int | Non
         mapping = ", ".join(f"{k} = {json.dumps(v)}" for k, v in columns.items())
         files = "\n".join(f'{s} = {json.dumps(str(out / (s + ".jsonl")))}' for s in counts)
         click.echo(f"recipe:\n[data]\n{files}\ncolumns = {{ {mapping} }}")
+
+
+def _shard_writer(fmt: str, shard_size: int) -> Any:
+    from mmkit.shard_export import export_shards
+
+    return lambda data, folder, progress: export_shards(data, folder, fmt, shard_size, progress)
+
+
+def _report_shards(splits: Any, out: Path, fmt: str, written: dict[str, list[str]]) -> None:
+    """What was written and the ``[data]`` table that trains from it."""
+    from mmkit.shard_export import pattern, recipe_columns
+
+    rows = {s: len(splits.splits[s]) for s in written}
+    click.echo(f"wrote {', '.join(f'{s}: {rows[s]} samples in {len(n)} shard(s)' for s, n in written.items()) or 'nothing'}"
+               f" to {out}")
+    if not written:
+        return
+    first = splits.splits[next(iter(written))][0]
+    columns = recipe_columns(getattr(splits, "columns", {}) or {}, first, fmt)
+    files = "\n".join(f'{s} = {json.dumps(str(out / pattern(n)))}' for s, n in written.items())
+    mapping = ", ".join(f"{k} = {json.dumps(v)}" for k, v in columns.items())
+    click.echo(f"recipe:\n[data]\n{files}\n" + (f"columns = {{ {mapping} }}" if mapping else ""))

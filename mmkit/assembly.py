@@ -200,6 +200,13 @@ def check_rows(model: MultimodalModel, fields: Sequence[Field], plan: DataPlan, 
     counts: dict[str, int] = {}
     errors: list[str] = []
     for split, rows in plan.splits.splits.items():
+        if plan.stream(split) is not None:
+            from mmkit.streaming import check_stream
+
+            counts[split] = check_stream(plan.stream(split), model, fields, plan.target_columns, errors, limit)
+            if len(errors) >= limit:
+                return {"rows": counts, "errors": errors, "truncated": True}
+            continue
         if not rows:
             continue
         ds = MultimodalDataset(rows, fields, model.head, plan.target_columns, base_dir=plan.splits.base_dir,

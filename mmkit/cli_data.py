@@ -274,9 +274,8 @@ def _report_shards(splits: Any, out: Path, fmt: str, written: dict[str, list[str
     """What was written and the ``[data]`` table that trains from it."""
     from mmkit.shard_export import pattern, recipe_columns
 
-    rows = {s: len(splits.splits[s]) for s in written}
-    click.echo(f"wrote {', '.join(f'{s}: {rows[s]} samples in {len(n)} shard(s)' for s, n in written.items()) or 'nothing'}"
-               f" to {out}")
+    what = ", ".join(f"{s}: {len(splits.splits[s])} samples in {len(n)} shard(s)" for s, n in written.items())
+    click.echo(f"wrote {what or 'nothing'} to {out}")
     if not written:
         return
     first = splits.splits[next(iter(written))][0]

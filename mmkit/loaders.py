@@ -19,7 +19,7 @@ from mmkit.data import Collator, EmbeddingCache, EpochSampler, Field, Multimodal
 from mmkit.distributed import Dist
 from mmkit.errors import DataError
 from mmkit.interfaces import Batch, Head
-from mmkit.streaming import BadSamples, StreamBatches, StreamDataset, stream_loader
+from mmkit.streaming import BadSamples, StreamBatches, StreamDataset, batches_of, stream_loader
 
 
 def _first(ds: StreamDataset) -> list[Any]:
@@ -117,7 +117,7 @@ class TrainData:
             self.stream.set_epoch(epoch, state.batch_in_epoch)
             before = self.bad.count
             empty = True
-            for batch, bad in self.train:
+            for batch, bad in batches_of(self.train):
                 empty = False
                 if bad.count:
                     for message in bad.first[: max(0, 5 - len(self.bad.first))]:

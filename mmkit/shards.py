@@ -358,7 +358,7 @@ def load_stream_splits(paths: Mapping[str, str | None], stream: bool | str, colu
 
     streamed = {s: p for s, p in paths.items() if p and is_stream(p, stream)}
     if not streamed:
-        return load_manifest_splits(**paths, split_column=split_column, columns=columns)  # type: ignore[arg-type]
+        return load_manifest_splits(**paths, split_column=split_column, columns=columns)
     if split_column is not None:
         raise DataError(f"{where}: split_column does not work with streamed splits; give train/val/test "
                         f"shard patterns")

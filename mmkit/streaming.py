@@ -97,7 +97,22 @@ class BadSamples:
             self.first.append(message)
 
 
-class StreamDataset(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+@dataclass
+class StreamError:
+    """A DataError raised in a DataLoader worker, carried to the main process as a value."""
+
+    message: str
+
+
+def batches_of(loader: Any) -> Iterator[tuple[Batch, BadSamples]]:
+    """The ``(batch, bad)`` pairs of a stream loader; a worker's :class:`StreamError` is raised here."""
+    for item in loader:
+        if isinstance(item, StreamError):
+            raise DataError(item.message)
+        yield item
+
+
+class StreamDataset(torch.utils.data.IterableDataset):
     """Yields ``(batch, bad)`` pairs for one rank (``bad``: the :class:`BadSamples` of that batch)."""
 
     def __init__(self, source: Source, fields: Sequence[Field], head: Head | None,
@@ -106,7 +121,7 @@ class StreamDataset(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
         super().__init__()
         self.source, self.batch_size, self.seed, self.rank, self.world = source, batch_size, seed, rank, world
         self.train, self.shuffle_buffer, self.skip_bad = train, shuffle_buffer, skip_bad
-        self.items = MultimodalDataset({}, fields, head, target_columns, base_dir=source.base_dir,
+        self.items = MultimodalDataset([], fields, head, target_columns, base_dir=source.base_dir,
                                        source=source.spec, train=train, seed=seed)
         self.collate = Collator(fields, head)
         self.needed = _needed_columns(fields, target_columns or {})
@@ -150,7 +165,15 @@ class StreamDataset(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
                 yield sample
             start = 0
 
-    def __iter__(self) -> Iterator[tuple[Batch, BadSamples]]:
+    def __iter__(self) -> Iterator[Any]:
+        """``(batch, bad)`` pairs; a DataError ends the iteration with a :class:`StreamError` (so the
+        main process raises it with its own message, not a worker's traceback)."""
+        try:
+            yield from self._batches()
+        except DataError as exc:
+            yield StreamError(str(exc))
+
+    def _batches(self) -> Iterator[tuple[Batch, BadSamples]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         epoch, skip = self.position.epoch, self.position.skip_batches
@@ -225,11 +248,34 @@ class StreamBatches:
 
     def __iter__(self) -> Iterator[Batch]:
         self.dataset.set_epoch(0, 0)
-        for batch, _ in self.loader:
+        for batch, _ in batches_of(self.loader):
             yield batch
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+
+def check_stream(source: Source, model: Any, fields: Sequence[Field], target_columns: Mapping[str, str],
+                 errors: list[str], limit: int) -> int:
+    """Load and preprocess every sample of a streamed split (``mmkit check``), appending errors (at most
+    ``limit`` in all) to ``errors``; returns the samples read. A shard that cannot be read ends it."""
+    ds = StreamDataset(source, fields, model.head, target_columns, batch_size=1, seed=0, rank=0, world=1,
+                       train=False)
+    n = 0
+    try:
+        for sample in source:
+            n += 1
+            try:
+                ds.load(sample)
+            except DataError as exc:
+                errors.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - a component's own failure, located here
+                errors.append(f"{sample.shard} row {sample.where}: {type(exc).__name__}: {exc}")
+            if len(errors) >= limit:
+                break
+    except DataError as exc:
+        errors.append(str(exc))
+    return n
 
 
 # ------------------------------------------------------------------------------------------ fitting
@@ -283,5 +329,5 @@ def target_values(source: Source, columns: Mapping[str, str]) -> StreamValues:
     return StreamValues(source, lambda s: {f: s.row.get(c) for f, c in columns.items()})
 
 
-__all__ = ["BadSamples", "StreamBatches", "StreamDataset", "StreamValues", "field_values", "rank_segments",
-           "shard_order", "stream_loader", "target_values"]
+__all__ = ["BadSamples", "StreamBatches", "StreamDataset", "StreamError", "StreamValues", "batches_of",
+           "check_stream", "field_values", "rank_segments", "shard_order", "stream_loader", "target_values"]

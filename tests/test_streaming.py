@@ -25,7 +25,7 @@ from mmkit.errors import DataError
 from mmkit.recipe import load_recipe
 from mmkit.registry import get_registry
 from mmkit.shards import open_source
-from mmkit.streaming import StreamDataset, rank_segments, shard_order, stream_loader
+from mmkit.streaming import StreamDataset, batches_of, rank_segments, shard_order, stream_loader
 from mmkit.trainer import Trainer, train
 
 RECIPE = """
@@ -106,7 +106,7 @@ def _dataset(recipe_path: Path, rank: int, world: int, **kw: Any) -> StreamDatas
 
 def _epoch(ds: StreamDataset, epoch: int, workers: int, skip: int = 0) -> list[list[int]]:
     ds.set_epoch(epoch, skip)
-    return [batch.index.tolist() for batch, _ in stream_loader(ds, workers, torch.device("cpu"))]
+    return [batch.index.tolist() for batch, _ in batches_of(stream_loader(ds, workers, torch.device("cpu")))]
 
 
 # ------------------------------------------------------------------------------------------ the plan
@@ -286,10 +286,10 @@ def test_a_sample_missing_a_modality_file(shards: dict[str, Path], tmp_path: Pat
     ds = _dataset(recipe, 0, 1)
     with pytest.raises(DataError, match=r"t-000000.tar row 5 \(key 000004\): no 'png' in this sample \(it has "
                                          r"claim, json, label\)"):
-        _epoch(ds, 0, workers=0)
+        _epoch(ds, 0, workers=2)
     skipping = _dataset(recipe, 0, 1, skip_bad=True)
     skipping.set_epoch(0)
-    out = list(stream_loader(skipping, 0, torch.device("cpu")))
+    out = list(batches_of(stream_loader(skipping, 0, torch.device("cpu"))))
     assert [b.size for b, _ in out] == [4, 1] and sum(bad.count for _, bad in out) == 1
     assert "key 000004" in out[0][1].first[0]
 
@@ -337,3 +337,21 @@ def test_export_refuses_a_non_empty_folder_and_replaces_its_own(tmp_path: Path) 
     assert again.exit_code == 2 and "--overwrite" in again.output
     assert CliRunner().invoke(cli_main, [*args, "--overwrite"]).exit_code == 0
     assert open_source(str(out / "train-{000000..000001}.tar"), "x").counts == [4, 2]
+
+
+@pytest.mark.slow
+def test_a_bad_sample_on_one_rank_ends_the_two_process_run_with_its_message(shards: dict[str, Path]) -> None:
+    tmp = shards["tmp"] / "ddp-bad"
+    src = shards["webdataset"]
+    for i in range(4):
+        _copy(src / f"train-{i:06d}.tar", tmp / f"train-{i:06d}.tar")
+    with tarfile.open(src / "train-000004.tar") as old, tarfile.open(tmp / "train-000004.tar", "w") as new:
+        for member in old.getmembers():
+            if member.name != "000043.png":  # in one rank's part only
+                new.addfile(member, old.extractfile(member))
+    recipe = _recipe(tmp, str(tmp / "train-{000000..000004}.tar"), workers=2)
+    cmd = [sys.executable, "-m", "mmkit", "run", str(recipe), "--nproc", "2", "--master-port", str(_free_port()),
+           "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**_env(), "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0
+    assert "error: " in done.stderr and "train-000004.tar row 4 (key 000043): no 'png' in this sample" in done.stderr

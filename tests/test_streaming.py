@@ -355,3 +355,31 @@ def test_a_bad_sample_on_one_rank_ends_the_two_process_run_with_its_message(shar
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**_env(), "OMP_NUM_THREADS": "1"})
     assert done.returncode != 0
     assert "error: " in done.stderr and "train-000004.tar row 4 (key 000043): no 'png' in this sample" in done.stderr
+
+
+def test_what_streams(tmp_path: Path, shards: dict[str, Path]) -> None:
+    from mmkit.shards import is_stream
+
+    one = str(shards["parquet"] / "train-000000.parquet")
+    assert is_stream("s/train-{0..3}.tar") and is_stream("p/*.parquet") and is_stream("a.tar")
+    assert is_stream(str(shards["parquet"])) and not is_stream("train.jsonl")
+    assert not is_stream(one) and is_stream(one, True) and not is_stream("a.tar", False)
+    recipe = _recipe(tmp_path, one, name="single")
+    plan = plan_data(load_recipe(recipe), load_splits(load_recipe(recipe), get_registry()))
+    assert plan.stream("train") is None and len(plan.rows("train")) == 10  # stream = "auto": in memory
+    rec = load_recipe(recipe, ["data.stream=true"])
+    assert plan_data(rec, load_splits(rec, get_registry())).stream("train").total == 10
+
+
+def test_resume_refuses_shards_that_changed(shards: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "own"
+    for i in range(5):
+        _copy(shards["webdataset"] / f"train-{i:06d}.tar", folder / f"train-{i:06d}.tar")
+    recipe = _recipe(tmp_path, str(folder / "train-{000000..000004}.tar"))
+    assert train(load_recipe(recipe), quiet=True, callbacks=[_StopAt(2)]).interrupted
+    with tarfile.open(shards["webdataset"] / "train-000004.tar") as old, \
+            tarfile.open(folder / "train-000004.tar", "w") as new:
+        for member in old.getmembers()[:-2]:  # the last sample (its .json and .png) is gone
+            new.addfile(member, old.extractfile(member))
+    with pytest.raises(DataError, match=r"trained on 46 samples in 5 shards, the shards now hold 45 in 5"):
+        train(load_recipe(recipe), mode="resume", quiet=True)

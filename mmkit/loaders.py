@@ -7,6 +7,7 @@ holds. A data source with a position of its own (a stream) keeps it in ``state_d
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,13 +24,9 @@ from mmkit.streaming import BadSamples, StreamBatches, StreamDataset, batches_of
 
 
 def _first(ds: StreamDataset) -> list[Any]:
-    """The first batch's worth of samples of epoch 0 (a cheap check that the split loads)."""
-    out = []
-    for sample in ds.raw(0):
-        out.append(sample)
-        if len(out) >= min(ds.batch_size, 4):
-            break
-    return out
+    """The first few samples of the split's first shard: the same on every rank, so a bad column
+    fails on all of them alike, before training."""
+    return list(itertools.islice(iter(ds.source), min(ds.batch_size, 4)))
 
 
 def num_workers(setting: int | str, device: torch.device) -> int:

@@ -62,7 +62,8 @@ def write_tar_shards(rows: list[dict[str, Any]], out: Path, split: str, shard_si
     names = []
     for first in range(0, len(rows), shard_size):
         name = f"{split}-{first // shard_size:06d}.tar"
-        with TarWriter(str(out / name), encoder=False, mtime=0.0) as sink:
+        # an int mtime: a float one makes tarfile write a PAX header before every member
+        with TarWriter(str(out / name), encoder=False, mtime=0) as sink:
             for i in range(first, min(first + shard_size, len(rows))):
                 sink.write(tar_sample(rows[i], f"{i:06d}", f"{split} row {i + 1}"))
                 if task is not None:

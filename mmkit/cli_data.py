@@ -2,12 +2,14 @@
 
 ``mmkit data export DATASET --out DIR`` writes a registered dataset as manifests (``train.jsonl``,
 ``val.jsonl``, ``test.jsonl``) with PIL images saved as PNG files under ``DIR/images/SPLIT/`` and
-referenced by relative paths, so the export loads back like any user data. No torch is imported.
+referenced by relative paths, so the export loads back like any user data. No torch is imported
+(except by the ``webdataset`` library, for ``--format webdataset``).
 
 The export never mixes with or overwrites what is already in DIR: it is written into a hidden
 folder next to DIR and renamed into place when complete. DIR must be new or empty; ``--overwrite``
-replaces an earlier export (a folder holding only the split manifests and ``images/``), never a
-folder with anything else in it.
+replaces an earlier export (a folder holding only the split manifests and ``images/``, or
+``SPLIT-NNNNNN.tar``/``.parquet`` shards), never a folder with anything else in it. With ``--format
+webdataset`` or ``parquet`` the splits are written as shards (:mod:`mmkit.shard_export`).
 """
 
 from __future__ import annotations
@@ -229,8 +231,10 @@ def export_cmd(dataset: str, out: Path, overwrite: bool, n: int, seed: int | Non
 
     \b
     --out must be a new or empty folder; --overwrite replaces an earlier export there (a folder
-    holding only train/val/test.jsonl and images/), never other files. The export is written
-    next to --out and moved into place when complete, so a failure leaves --out as it was.
+    holding only train/val/test.jsonl and images/, or SPLIT-NNNNNN.tar/.parquet shards), never
+    other files. The export is written next to --out and moved into place when complete, so a
+    failure leaves --out as it was. --format webdataset writes tar shards of --shard-size samples
+    (KEY.png + KEY.json), --format parquet Parquet files; both stream in training.
 
     \b
     Examples:

@@ -105,8 +105,9 @@ class Sample:
 
     @property
     def where(self) -> str:
-        """``SHARD`` and ``row N (key K)`` as the data errors show them."""
-        return f"{self.number} (key {self.key})"
+        """The row as data errors show it after ``SHARD row``: ``N (key K)``, or ``N`` when the key is
+        the row number (Parquet)."""
+        return str(self.number) if self.key == str(self.number) else f"{self.number} (key {self.key})"
 
 
 class Source:

@@ -310,7 +310,7 @@ def test_parquet_columns_of_the_wrong_type(shards: dict[str, Path], tmp_path: Pa
     images = pa.array(list(range(table.num_rows)))
     pq.write_table(table.set_column(table.schema.get_field_index("image"), "image", images), folder / "a-0.parquet")
     recipe = _recipe(tmp_path, str(folder), name="wrongtype")
-    with pytest.raises(DataError, match=r"a-0.parquet row 1 \(key 1\) column image: an image cell must be"):
+    with pytest.raises(DataError, match=r"a-0.parquet row 1 column image: an image cell must be"):
         _dataset(recipe, 0, 1).make_batch(list(_dataset(recipe, 0, 1).raw(0))[:2])
 
 

@@ -383,3 +383,22 @@ def test_resume_refuses_shards_that_changed(shards: dict[str, Path], tmp_path: P
             new.addfile(member, old.extractfile(member))
     with pytest.raises(DataError, match=r"trained on 46 samples in 5 shards, the shards now hold 45 in 5"):
         train(load_recipe(recipe), mode="resume", quiet=True)
+
+
+def _missing_png_shard(shards: dict[str, Path], folder: Path) -> Path:
+    """A copy of the first shard (10 samples) whose sample 000004 has no image member."""
+    with tarfile.open(shards["webdataset"] / "train-000000.tar") as old, tarfile.open(folder / "t.tar", "w") as new:
+        for member in old.getmembers():
+            if member.name != "000004.png":
+                new.addfile(member, old.extractfile(member))
+    return folder / "t.tar"
+
+
+def test_skip_bad_rows_trains_and_counts_and_check_lists_the_sample(shards: dict[str, Path], tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, str(_missing_png_shard(shards, tmp_path)), name="skip")
+    done = CliRunner().invoke(cli_main, ["check", str(recipe)])
+    assert done.exit_code == 2 and "t.tar row 5 (key 000004): no 'png' in this sample" in done.output
+    result = train(load_recipe(recipe, ["data.skip_bad_rows=true", "train.max_steps=4"]), quiet=True)
+    state = json.loads((result.run_dir / "checkpoints" / "last" / "state.json").read_text())
+    assert result.summary["steps"] == 4 and state["data"]["stream"]["skipped"] == 2  # once in each of 2 epochs
+    assert result.summary["samples_seen"] == 4 * 5 - 2

@@ -43,6 +43,8 @@ def is_stream(spec: str | None, stream: bool | str = "auto") -> bool:
     text = str(spec)
     if stream is True:
         return True
+    if os.path.isfile(text):  # an existing file is what it names, even with [ or { in its name
+        return text.lower().endswith(TAR_SUFFIXES)
     if _BRACE.search(text) or any(c in text for c in "*?["):
         return True
     if text.lower().endswith(TAR_SUFFIXES):

@@ -364,6 +364,9 @@ def test_what_streams(tmp_path: Path, shards: dict[str, Path]) -> None:
     assert is_stream("s/train-{0..3}.tar") and is_stream("p/*.parquet") and is_stream("a.tar")
     assert is_stream(str(shards["parquet"])) and not is_stream("train.jsonl")
     assert not is_stream(one) and is_stream(one, True) and not is_stream("a.tar", False)
+    odd = tmp_path / "rows[1].jsonl"
+    odd.write_text("{}\n")
+    assert not is_stream(str(odd)) and is_stream(str(tmp_path / "rows[12].jsonl"))  # a file, or a glob
     recipe = _recipe(tmp_path, one, name="single")
     plan = plan_data(load_recipe(recipe), load_splits(load_recipe(recipe), get_registry()))
     assert plan.stream("train") is None and len(plan.rows("train")) == 10  # stream = "auto": in memory

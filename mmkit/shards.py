@@ -151,36 +151,85 @@ def count_tar(path: Path) -> int:
     """Samples (distinct keys) of a tar shard, from its headers alone (member data is seeked over).
 
     A shard that ends inside a member, or without tar's end-of-archive blocks (cut at a member
-    boundary), is a DataError naming it: it was truncated."""
-    size = path.stat().st_size
+    boundary), is a DataError naming it: it was truncated; so is a header whose checksum is wrong."""
     keys: list[str] = []
-    end = 0
     try:
-        with tarfile.open(path, mode="r:") as tar:
-            for info in tar:
-                end = info.offset_data + ((info.size + 511) // 512) * 512
-                if info.offset_data + info.size > size:
-                    raise DataError(f"{path}: truncated inside member {info.name!r} "
-                                    f"(the shard is {size} bytes; the member needs {info.offset_data + info.size})")
-                if not info.isreg():
-                    continue
-                key = _split_name(info.name)[0]
+        with path.open("rb") as fh:
+            for name in _tar_members(fh, path.stat().st_size, path, keys):
+                key = _split_name(name)[0]
                 if key and (not keys or keys[-1] != key):
                     keys.append(key)
-    except tarfile.TarError as exc:
-        raise DataError(f"{path}: not a readable tar shard ({exc}); was it truncated?") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read the shard: {exc.strerror or exc}") from None
-    with path.open("rb") as fh:
-        fh.seek(end)
-        trailer = fh.read(1024)
-    if len(trailer) < 1024 or trailer.strip(b"\0"):
-        raise DataError(f"{path}: truncated after {len(keys)} sample(s): no end-of-archive marker after the last "
-                        f"member (re-create the shard)")
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
         raise DataError(f"{path}: key {dup!r} appears in two places; a sample's members must be adjacent")
     return len(keys)
+
+
+def _tar_members(fh: Any, size: int, path: Path, keys: list[str]) -> Iterator[str]:
+    """The names of a tar's regular members, reading only their 512-byte headers (ustar, GNU long
+    names, PAX ``path`` records); ``keys`` (filled by the caller) only words the errors.
+
+    Python's ``tarfile`` parses a header ~10x slower, which a 100,000-sample split pays at every start."""
+    pos, long_name = 0, None
+    while True:
+        fh.seek(pos)
+        header = fh.read(512)
+        if len(header) < 512 or (header == _ZERO and fh.read(512) != _ZERO):
+            raise DataError(f"{path}: truncated after {len(keys)} sample(s): no end-of-archive marker after the "
+                            f"last member (re-create the shard)")
+        if header == _ZERO:
+            return
+        length = _header_size(header, path, pos)
+        kind, start = header[156:157], pos + 512
+        name = _header_name(header)
+        if start + length > size:
+            raise DataError(f"{path}: truncated inside member {long_name or name!r} (the shard is {size} bytes; "
+                            f"the member needs {start + length})")
+        pos = start + (length + 511) // 512 * 512
+        if kind in (b"L", b"x", b"X"):  # the next member's long name
+            fh.seek(start)
+            data = fh.read(length)
+            long_name = data.rstrip(b"\0").decode("utf-8", "replace") if kind == b"L" else _pax_path(data)
+            continue
+        if kind in (b"0", b"\0", b"7"):
+            yield long_name or name
+        long_name = None
+
+
+_ZERO = bytes(512)
+
+
+def _header_size(header: bytes, path: Path, pos: int) -> int:
+    """A header's member size, once its checksum is right (else a DataError: not tar, or corrupt)."""
+    try:
+        if int(header[148:156].strip(b" \0") or b"0", 8) == sum(header[:148]) + 256 + sum(header[156:]):
+            raw = header[124:136]
+            return int.from_bytes(raw[1:], "big") if raw[0] & 0x80 else int(raw.strip(b" \0") or b"0", 8)
+    except ValueError:
+        pass
+    raise DataError(f"{path}: not a tar shard, or corrupt at byte {pos} (a header's checksum is wrong)")
+
+
+def _header_name(header: bytes) -> str:
+    name = header[:100].split(b"\0", 1)[0]
+    prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
+    return (prefix + b"/" + name if prefix else name).decode("utf-8", "replace")
+
+
+def _pax_path(data: bytes) -> str | None:
+    """The ``path`` record of a PAX extended header (``"LEN path=NAME\\n"`` records), if any."""
+    try:
+        while data.strip(b"\0"):
+            length = int(data.split(b" ", 1)[0])
+            record, data = data[:length], data[length:]
+            key, _, value = record.split(b" ", 1)[1].partition(b"=")
+            if key == b"path":
+                return value[:-1].decode("utf-8", "replace")
+    except (ValueError, IndexError):
+        pass
+    return None
 
 
 def _split_name(name: str) -> tuple[str, str]:

@@ -405,3 +405,24 @@ def test_skip_bad_rows_trains_and_counts_and_check_lists_the_sample(shards: dict
     state = json.loads((result.run_dir / "checkpoints" / "last" / "state.json").read_text())
     assert result.summary["steps"] == 4 and state["data"]["stream"]["skipped"] == 2  # once in each of 2 epochs
     assert result.summary["samples_seen"] == 4 * 5 - 2
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_counting_reads_long_names_and_pax_headers_like_tarfile(tmp_path: Path, fmt: int) -> None:
+    from mmkit.shards import count_tar
+
+    path = tmp_path / "x.tar"
+    deep = "d" * 60 + "/" + "e" * 60  # over 100 characters: a ustar prefix, a GNU long name or a PAX path
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for i in range(7):
+            for ext in ("txt", "bin"):
+                info = tarfile.TarInfo(f"{deep}/{i:06d}.{ext}")
+                data = b"x" * (i * 300)
+                info.size, info.mtime = len(data), 1.5  # a float mtime: PAX writes a header per member
+                tar.addfile(info, io.BytesIO(data))
+    assert count_tar(path) == 7
+    src = open_source(str(path), "x")
+    assert [s.key for s in src] == [f"{deep}/{i:06d}" for i in range(7)]
+    path.write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(DataError, match=r"x.tar: not a tar shard, or corrupt at byte 0"):
+        count_tar(path)

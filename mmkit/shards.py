@@ -32,6 +32,7 @@ from mmkit.errors import DataError
 TAR_SUFFIXES = (".tar",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _BRACE = re.compile(r"\{[^{}]*\}")
+_META = re.compile(r"__[^/]*__($|/)")  # webdataset's skip_meta: members it never reads
 _TEXT_EXT = {"txt", "text", "caption"}
 _INT_EXT = {"cls", "cls2", "index", "label"}
 
@@ -156,6 +157,8 @@ def count_tar(path: Path) -> int:
     try:
         with path.open("rb") as fh:
             for name in _tar_members(fh, path.stat().st_size, path, keys):
+                if _META.match(name):  # skipped by webdataset's reader too
+                    continue
                 key = _split_name(name)[0]
                 if key and (not keys or keys[-1] != key):
                     keys.append(key)

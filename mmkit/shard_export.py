@@ -92,7 +92,12 @@ def write_parquet_shards(rows: list[dict[str, Any]], out: Path, split: str, shar
                           for k, v in rows[i].items()})
             if task is not None:
                 progress.advance(task)
-        pq.write_table(pa.Table.from_pylist(chunk), out / name, row_group_size=256)
+        try:
+            table = pa.Table.from_pylist(chunk)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # e.g. a column mixing numbers and text
+            last = first + len(chunk)
+            raise DataError(f"{split} rows {first + 1}-{last} ({name}): cannot be written as Parquet: {exc}") from None
+        pq.write_table(table, out / name, row_group_size=256)
         names.append(name)
     return names
 

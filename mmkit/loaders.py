@@ -2,7 +2,9 @@
 
 :class:`TrainData` is the one place the training loop gets batches from: :meth:`TrainData.batches`
 yields micro-batches epoch after epoch, starting at the position a :class:`~mmkit.trainer.TrainState`
-holds. A data source with a position of its own (a stream) keeps it in ``state_dict()``.
+holds. A streamed training split (:mod:`mmkit.streaming`) resumes from the same position (its batch
+sequence does not depend on the number of workers); its ``state_dict()`` records the stream's size,
+so a resume on changed shards is refused, and the bad samples skipped.
 """
 
 from __future__ import annotations

@@ -39,12 +39,14 @@ class Field:
         return self.columns if isinstance(self.columns, str) else ",".join(self.columns)
 
 
-def load_field(fld: Field, row: Mapping[str, Any], base_dir: Path | None, source: str, index: int) -> Any:
-    """The loaded raw value of a field for a row, or None when absent; errors name file/row/column."""
+def load_field(fld: Field, row: Mapping[str, Any], base_dir: Path | None, source: str, index: int,
+               label: int | str | None = None) -> Any:
+    """The loaded raw value of a field for a row, or None when absent; errors name file/row/column
+    (the row shown as ``label``, by default ``index + 1``)."""
     cell = fld.cell(row)
     if fld.is_absent(cell):
         return None
-    return load_cell(fld.modality, cell, base_dir, source, index + 1, fld.columns)
+    return load_cell(fld.modality, cell, base_dir, source, index + 1 if label is None else label, fld.columns)
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -81,17 +83,22 @@ class MultimodalDataset(torch.utils.data.Dataset):
         return {f: row.get(c) for f, c in self.target_columns.items()}
 
     def __getitem__(self, index: int) -> tuple[int, dict[str, Any], Any]:
-        row = self.rows[index]
+        return self.sample(self.rows[index], index, self.source, index + 1)
+
+    def sample(self, row: Mapping[str, Any], index: int, source: str,
+               label: int | str) -> tuple[int, dict[str, Any], Any]:
+        """One row -> ``(index, items, target)``; errors name ``source`` and row ``label`` (a streamed
+        sample's shard and key)."""
         items: dict[str, Any] = {}
         for fld in self.fields:
             if fld.name in self.cached:
                 items[fld.name] = not fld.is_absent(fld.cell(row))
                 continue
-            raw = load_field(fld, row, self.base_dir, self.source, index)
+            raw = load_field(fld, row, self.base_dir, source, index, label)
             if raw is None:
                 items[fld.name] = None
                 continue
-            with data_context(self.source, index + 1, fld.columns):
+            with data_context(source, label, fld.columns):
                 if self.train and not fld.encoder.deterministic_train:
                     with torch.random.fork_rng(devices=[]):
                         torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
@@ -100,11 +107,11 @@ class MultimodalDataset(torch.utils.data.Dataset):
                     items[fld.name] = fld.encoder.preprocess(raw, train=self.train)
         target = None
         if self.head is not None:
-            raw_t = self.raw_targets(index)
+            raw_t = {f: row.get(c) for f, c in self.target_columns.items()}
             try:
                 target = self.head.preprocess_target(raw_t)
             except DataError as exc:
-                raise DataError(f"{self.source} row {index + 1}: {exc}") from None
+                raise DataError(f"{source} row {label}: {exc}") from None
         return index, items, target
 
 

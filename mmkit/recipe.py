@@ -39,6 +39,12 @@ DATA_PARAMS = [
     ParamInfo("split_column", "str | None", None, "column holding train/val/test when one manifest has all splits"),
     ParamInfo("columns", "dict", {}, "field -> column (or list of columns for tabular); fields are encoder "
                                      "names and the head's target fields"),
+    ParamInfo("stream", "bool | Literal['auto']", "auto", "stream splits instead of reading them into memory; "
+                                                          "auto = shard patterns, .tar files and folders stream"),
+    ParamInfo("shuffle_buffer", "int", 0, "streamed training split: samples mixed in a shuffle buffer per "
+                                          "process (0 = shard order shuffled per epoch only)"),
+    ParamInfo("skip_bad_rows", "bool", False, "streamed splits: drop (and count) a bad sample instead of "
+                                              "stopping with its error"),
 ]
 TRAIN_PARAMS = [
     ParamInfo("epochs", "int", 10, "passes over the training split (ignored when max_steps > 0)"),
@@ -397,6 +403,8 @@ def build_recipe(doc: dict[str, Any], source: str = "<recipe>", base_dir: str | 
     check_entries(train["callbacks"], registry, src)
     if data["dataset"] is None and data["train"] is None:
         raise RecipeError(f"{src}: data: set dataset = \"shapes\" (a registered dataset) or train = \"FILE\"")
+    if data["shuffle_buffer"] < 0:
+        raise RecipeError(f"{src}: data.shuffle_buffer: must be 0 or more, got {data['shuffle_buffer']!r}")
     if data["dataset"] is not None:
         try:
             info = registry.describe("dataset", data["dataset"])

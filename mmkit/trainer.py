@@ -304,7 +304,8 @@ class Trainer:
             self.cache_info["seconds"] = round(time.perf_counter() - started, 2)
             self.say(f"cache: frozen encoder outputs computed once for {', '.join(sorted(caches.get('train', {})))}")
         self.data = self.data_class(self.plan, fields, self.model.head, caches, batch_size=t["batch_size"],
-                              workers=t["num_workers"], seed=self.seed, dist=self.dist, device=self.device)
+                              workers=t["num_workers"], seed=self.seed, dist=self.dist, device=self.device,
+                              log=self.say)
         steps_per_epoch = max(1, math.ceil(self.data.batches_per_epoch / t["grad_accum"]))
         self.total_steps = t["max_steps"] if t["max_steps"] > 0 else t["epochs"] * steps_per_epoch
 

@@ -152,6 +152,7 @@ def check_cmd(recipe: str, overrides: tuple[str, ...], no_rows: bool) -> None:
 
     from mmkit.assembly import assemble, check_rows, load_splits, make_fields, plan_data
     from mmkit.errors import DataError
+    from mmkit.preflight import check_training
     from mmkit.recipe import load_recipe
     from mmkit.registry import get_registry
 
@@ -161,6 +162,7 @@ def check_cmd(recipe: str, overrides: tuple[str, ...], no_rows: bool) -> None:
     model = assemble(rec, registry, plan)
     console = Console(highlight=False)
     console.print(_model_tree(Path(recipe).name, rec, model, plan))
+    check_training(rec, registry, model, plan)  # what `mmkit run` refuses: the Trainer's own checks
     if not no_rows:
         report = check_rows(model, make_fields(model, plan, registry), plan)
         if report["errors"]:

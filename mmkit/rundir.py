@@ -30,6 +30,7 @@ from mmkit.safeio import (
     dumps_json,
     loads_json,
     loads_toml,
+    name_max,
     read_json,
     read_text,
     write_json_atomic,
@@ -249,6 +250,10 @@ def prepare_run_dir(output_dir: str | Path, name: str, mode: str = "new") -> tup
 
 
 def _prepare(parent: Path, path: Path, name: str, mode: str) -> tuple[Path, bool]:
+    limit = name_max(parent)
+    if len(os.fsencode(name)) + 6 > limit:  # room for a -NNNN suffix; checked before anything is created
+        raise RunDirError(f"cannot create the run directory {parent / name[:40]}...: run.name is longer than "
+                          f"this filesystem allows ({limit} bytes)")
     parent.mkdir(parents=True, exist_ok=True)
     if mode == "resume":
         if not path.is_dir():

@@ -1,0 +1,232 @@
+"""``mmkit check`` refuses what ``mmkit run`` refuses, and ``mmkit run``'s filesystem faults are errors
+(issue [D] classes 4 and 5): fp16 on CPU, a device that is not there, an unimplemented strategy, a
+bad monitor key or a missing optional extra; an output_dir that is a file, unwritable or too long,
+symlinks, a full disk during a checkpoint (safetensors' and torch's own write errors), an
+unwritable HOME. A run that fails in setup leaves no run directory; summary.json is strict JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from mmkit.cli import cli
+from mmkit.rundir import RunDir, RunDirError
+
+
+def mmkit(*args: str) -> Result:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, write_tiny_recipe) -> Path:
+    return write_tiny_recipe(tmp_path / "tiny.toml", 'model.fusion={ type = "concat", dim = 16 }',
+                             "train.max_steps=2")
+
+
+def runs_of(recipe: Path) -> list[str]:
+    runs = recipe.parent / "runs"
+    return sorted(os.listdir(runs)) if runs.is_dir() else []
+
+
+# ------------------------------------------------------------------------------- class 4: check == run
+REFUSED = [
+    pytest.param('train.monitor="val.nope"', r"train.monitor 'nope' is not a metric of this head; available: "
+                                             r"accuracy, loss, macro_f1", id="monitor"),
+    pytest.param('train.strategy="fsdp"', r"train.strategy = 'fsdp' is not implemented yet", id="strategy",
+                 marks=pytest.mark.skipif("fsdp" in __import__("mmkit.distributed").distributed.STRATEGIES,
+                                          reason="fsdp is implemented")),
+    pytest.param('train.precision="fp16"', r"train.precision = 'fp16' needs a CUDA device", id="fp16-on-cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
+    pytest.param('train.device="cuda"', r"train.device = 'cuda' but no CUDA device is available", id="no-cuda",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
+]
+
+
+@pytest.mark.parametrize("setting, message", REFUSED)
+def test_check_refuses_what_run_refuses_and_run_leaves_no_run_dir(tiny: Path, setting: str, message: str) -> None:
+    """Before: check said ok to all four; run failed at its first evaluation (monitor) or in setup,
+    leaving a run directory with only its recipe behind (the next run became tiny-2)."""
+    checked = mmkit("check", str(tiny), "--no-rows", "--set", setting)
+    assert checked.exit_code == 2 and "error: " in checked.output
+    assert __import__("re").search(message, checked.output), checked.output
+    ran = mmkit("run", str(tiny), "--quiet", "--set", setting)
+    assert ran.exit_code == 2 and __import__("re").search(message, ran.output), ran.output
+    assert runs_of(tiny) == [], "a run that fails in setup leaves no run directory"
+
+
+def test_missing_optional_extra_is_refused_by_check_and_run(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.tensorboard = true without TensorBoard installed (import blocked here)."""
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    for cmd in ("check", "run"):
+        result = mmkit(cmd, str(tiny), "--set", "train.tensorboard=true", *(["--no-rows"] if cmd == "check" else []))
+        assert result.exit_code == 2, result.output
+        assert "train.tensorboard = true needs TensorBoard: pip install 'mmkit[tb]'" in result.output
+        assert str(tiny) in result.output or tiny.name in result.output
+    assert runs_of(tiny) == []
+
+
+def test_check_passes_a_recipe_run_accepts(tiny: Path) -> None:
+    result = mmkit("check", str(tiny), "--no-rows", "--set", 'train.monitor="val.macro_f1"')
+    assert result.exit_code == 0 and "ok: the recipe is valid" in result.output, result.output
+    assert runs_of(tiny) == []
+
+
+def test_a_failure_while_loading_data_leaves_no_run_dir_and_resume_keeps_its_own(tiny: Path) -> None:
+    manifest = tiny.parent / "train.jsonl"
+    manifest.write_text('{"image": "missing.png", "text": "a", "label": 1}\n' * 4)  # one class: fit fails
+    result = mmkit("run", str(tiny), "--quiet", "--set", f'data={{ train = "{manifest}" }}')
+    assert result.exit_code == 2 and "a classifier needs 2+ classes" in result.output
+    assert runs_of(tiny) == []
+    assert mmkit("run", str(tiny), "--quiet").exit_code == 0
+    result = mmkit("run", str(tiny), "--quiet", "--resume", "--set", 'train.monitor="val.nope"')
+    assert result.exit_code == 2 and runs_of(tiny) == ["tiny"], "a resumed run's directory is never removed"
+    assert RunDir(tiny.parent / "runs" / "tiny").finished
+
+
+# ------------------------------------------------------------------------------- class 5: output_dir
+def _unwritable(tmp_path: Path) -> Path:
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        return locked / "runs"
+    return Path("/sys/mmkit-test-runs")  # root ignores modes; sysfs refuses new folders
+
+
+def test_output_dir_faults_are_errors_naming_the_folder(tiny: Path, tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    cases = {
+        "a file": f'run.output_dir="{afile}"',
+        "under a file": f'run.output_dir="{afile}/runs"',
+        "unwritable": f'run.output_dir="{_unwritable(tmp_path)}"',
+        "name too long": f'run.name="{"n" * 300}"',
+        "a folder name too long": f'run.output_dir="{tmp_path / ("d" * 300)}"',
+    }
+    for case, setting in cases.items():
+        result = mmkit("run", str(tiny), "--quiet", "--set", setting)
+        assert result.exit_code == 2, (case, result.output)
+        assert "error: cannot create the run directory" in result.output, (case, result.output)
+        assert "Traceback" not in result.output
+    assert afile.read_text() == "mine"
+    assert sorted(os.listdir(tmp_path)) == ["afile", "tiny.toml"]
+
+
+def test_overwrite_never_follows_a_link_or_deletes_a_users_folder(tiny: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "tiny").symlink_to(mine, target_is_directory=True)
+    result = mmkit("run", str(tiny), "--quiet", "--overwrite")
+    assert result.exit_code == 2 and "not a run directory (a link)" in result.output, result.output
+    (runs / "tiny").unlink()
+    (runs / "tiny").mkdir()
+    (runs / "tiny" / "notes.txt").write_text("keep")
+    result = mmkit("run", str(tiny), "--quiet", "--overwrite")
+    assert result.exit_code == 2 and "not a run directory (no recipe.resolved.toml)" in result.output
+    (runs / "tiny" / "notes.txt").unlink()
+    (runs / "tiny").rmdir()
+    (runs / "tiny").write_text("a file")
+    result = mmkit("run", str(tiny), "--quiet", "--overwrite")
+    assert result.exit_code == 2 and "not a run directory (a file)" in result.output
+    assert (mine / "notes.txt").read_text() == "keep" and (runs / "tiny").read_text() == "a file"
+    (runs / "tiny").unlink()
+    (runs / "tiny").symlink_to(tmp_path / "nowhere")  # a dangling link: a new run takes the next name
+    result = mmkit("run", str(tiny), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(runs)) == ["tiny", "tiny-2"] and (runs / "tiny").is_symlink()
+    assert not (tmp_path / "nowhere").exists()
+
+
+# ------------------------------------------------------------------------------- class 5: summary.json
+def test_summary_json_is_strict_and_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = RunDir(tmp_path)
+    run.write_summary({"final": {"val": {"accuracy": math.nan, "loss": math.inf}}, "best": {"metric": "loss",
+                                                                                         "value": math.nan}})
+    text = run.summary_file.read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in summary.json"))
+    assert data["final"]["val"] == {"accuracy": None, "loss": None} and data["best"]["value"] is None
+    assert run.read_summary() == data, "a null metric reads back"
+    run.append_metrics({"step": 1, "split": "val", "metrics": {"loss": math.nan}})
+    assert json.loads(run.metrics.read_text(), parse_constant=lambda c: pytest.fail(c))["metrics"]["loss"] is None
+    import mmkit.safeio as safeio
+
+    def failing_dumps(*args: Any, **kw: Any) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safeio, "dumps_json", failing_dumps)
+    with pytest.raises(OSError):
+        run.write_summary({"final": {}, "best": {}, "steps": 9})
+    assert json.loads(run.summary_file.read_text()) == data, "the previous summary is untouched"
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
+    run.summary_file.write_text("[" * 100_000)
+    with pytest.raises(RunDirError, match=r"summary\.json line 1: nested more than 64 levels"):
+        run.read_summary()
+
+
+# ------------------------------------------------------------------------------- class 5: a full disk
+FULL_DISK = """
+import json, os, resource, signal, sys
+from click.testing import CliRunner
+from mmkit.cli import cli
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like a full disk
+out = {}
+for name, limit, args in json.loads(sys.argv[1]):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    r = CliRunner().invoke(cli, args)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    out[name] = [r.exit_code, r.output, repr(r.exception)]
+print(json.dumps(out))
+"""
+
+
+def test_full_disk_during_checkpoints_and_an_unwritable_home(tiny: Path, tmp_path: Path) -> None:
+    """safetensors raises SafetensorError and torch.save a RuntimeError on a full disk: both are a
+    CheckpointError (exit 2, one line), no temporary folder stays. HOME is unwritable throughout."""
+    weights = 4 * sum(p.numel() for p in _tiny_model_parameters(tiny))
+    runs = tmp_path / "runs"
+    commands = [
+        ["ok with HOME unwritable", 1 << 40, ["run", str(tiny), "--quiet", "--set", "run.name=ok"]],
+        ["weights", 20_000, ["run", str(tiny), "--quiet", "--set", "run.name=w"]],
+        ["optimizer state", weights + 100_000, ["run", str(tiny), "--quiet", "--set", "run.name=o"]],
+        ["models with HOME unwritable", 1 << 40, ["models"]],
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": "/sys/mmkit-home", "XDG_DATA_HOME": "",
+           "MMKIT_REGISTRY": ""}
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, json.dumps(commands)], capture_output=True, text=True,
+                          timeout=600, check=False, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.splitlines()[-1])
+    assert results["ok with HOME unwritable"][0] == 0, results["ok with HOME unwritable"]
+    for name in ("weights", "optimizer state"):
+        code, output, exc = results[name]
+        assert code == 2 and "error: could not write checkpoint" in output, (name, output, exc)
+        assert "(the previous checkpoint is kept)" in output and "Traceback" not in output
+    assert "SafetensorError" in results["weights"][1] and "File too large" in results["weights"][1]
+    assert "RuntimeError" in results["optimizer state"][1]
+    code, output, _ = results["models with HOME unwritable"]
+    assert code in (0, 2) and "Traceback" not in output, output
+    assert not [str(p) for p in runs.rglob("*") if ".tmp" in p.name or ".old-" in p.name]
+    assert RunDir(runs / "ok").finished
+
+
+def _tiny_model_parameters(recipe: Path) -> list[torch.nn.Parameter]:
+    from mmkit.assembly import assemble, load_splits, plan_data
+    from mmkit.recipe import load_recipe
+    from mmkit.registry import get_registry
+
+    rec = load_recipe(recipe)
+    return list(assemble(rec, get_registry(), plan_data(rec, load_splits(rec, get_registry()))).parameters())

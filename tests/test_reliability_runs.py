@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from click.testing import CliRunner, Result
 
 from mmkit.cli import cli
+from mmkit.distributed import STRATEGIES
 from mmkit.rundir import RunDir, RunDirError
 
 
@@ -45,7 +47,7 @@ REFUSED = [
     pytest.param('train.monitor="val.nope"', r"train.monitor 'nope' is not a metric of this head; available: "
                                              r"accuracy, loss, macro_f1", id="monitor"),
     pytest.param('train.strategy="fsdp"', r"train.strategy = 'fsdp' is not implemented yet", id="strategy",
-                 marks=pytest.mark.skipif("fsdp" in __import__("mmkit.distributed").distributed.STRATEGIES,
+                 marks=pytest.mark.skipif("fsdp" in STRATEGIES,
                                           reason="fsdp is implemented")),
     pytest.param('train.precision="fp16"', r"train.precision = 'fp16' needs a CUDA device", id="fp16-on-cpu",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
@@ -60,9 +62,9 @@ def test_check_refuses_what_run_refuses_and_run_leaves_no_run_dir(tiny: Path, se
     leaving a run directory with only its recipe behind (the next run became tiny-2)."""
     checked = mmkit("check", str(tiny), "--no-rows", "--set", setting)
     assert checked.exit_code == 2 and "error: " in checked.output
-    assert __import__("re").search(message, checked.output), checked.output
+    assert re.search(message, checked.output), checked.output
     ran = mmkit("run", str(tiny), "--quiet", "--set", setting)
-    assert ran.exit_code == 2 and __import__("re").search(message, ran.output), ran.output
+    assert ran.exit_code == 2 and re.search(message, ran.output), ran.output
     assert runs_of(tiny) == [], "a run that fails in setup leaves no run directory"
 
 
@@ -182,6 +184,7 @@ FULL_DISK = """
 import json, os, resource, signal, sys
 from click.testing import CliRunner
 from mmkit.cli import cli
+from mmkit.distributed import STRATEGIES
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like a full disk
 out = {}
 for name, limit, args in json.loads(sys.argv[1]):
@@ -230,3 +233,56 @@ def _tiny_model_parameters(recipe: Path) -> list[torch.nn.Parameter]:
 
     rec = load_recipe(recipe)
     return list(assemble(rec, get_registry(), plan_data(rec, load_splits(rec, get_registry()))).parameters())
+
+
+# ------------------------------------------------------------------------------- class 6: ambiguous data
+TABULAR = """
+[run]
+name = "tab"
+output_dir = "{out}"
+[data]
+train = "{train}"
+columns = {{ tabular = ["size"], label = "label" }}
+[model.encoders.tabular]
+type = "tabular-mlp"
+dim = 8
+hidden = 8
+[model.fusion]
+type = "concat"
+dim = 8
+[model.head]
+type = "classification"
+[train]
+max_steps = 1
+batch_size = 4
+"""
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([1, 0, "1", 0], r"labels mix types: 1 \(number, training row 1\) and '1' \(str, training row 3\)"),
+    ([0, 1, True, 0], r"labels mix types: 0 \(number, training row 1\) and True \(bool, training row 3\)"),
+])
+def test_labels_whose_types_differ_between_rows_name_file_and_rows(tmp_path: Path, labels: list[Any],
+                                                                   message: str) -> None:
+    """Before: 1 and "1" became two classes that print alike; true merged into 1."""
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"size": float(i), "label": v}) + "\n" for i, v in enumerate(labels)))
+    recipe = tmp_path / "tab.toml"
+    recipe.write_text(TABULAR.format(out=(tmp_path / "runs").as_posix(), train=train.as_posix()))
+    for cmd in ("check", "run"):
+        result = mmkit(cmd, str(recipe))
+        assert result.exit_code == 2, result.output
+        assert "train.jsonl (train): target 'label'" in result.output, result.output
+        assert re.search(message, result.output), result.output
+    assert not (tmp_path / "runs").exists() or os.listdir(tmp_path / "runs") == []
+
+
+def test_duplicate_csv_headers_are_refused_by_check_and_run(tmp_path: Path) -> None:
+    train = tmp_path / "train.csv"
+    train.write_text("size,label,label\n1,0,1\n2,1,0\n")
+    recipe = tmp_path / "tab.toml"
+    recipe.write_text(TABULAR.format(out=(tmp_path / "runs").as_posix(), train=train.as_posix()))
+    for cmd in ("check", "run"):
+        result = mmkit(cmd, str(recipe))
+        assert result.exit_code == 2 and "train.csv: header names column 'label' twice (columns 2 and 3)" \
+            in result.output, result.output

@@ -12,12 +12,14 @@ core knows which plugin made each registration, a failing plugin is isolated, an
 from __future__ import annotations
 
 import builtins
+import contextlib
 import difflib
 import fnmatch
 import importlib
 import importlib.metadata
 import os
 import re
+import sys
 import traceback
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
@@ -514,15 +516,26 @@ class Registry:
         """
         info = self.validate(kind, name, params)
         cls = info.load()
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "no parameters"
         try:
-            return cls(**(context or {}), **info.fixed_params, **params)
+            with _budget(f"with {shown}"):  # sizes checked before the memory is allocated
+                return cls(**(context or {}), **info.fixed_params, **params)
         except MmkitError as exc:  # a constructor's own check: say whose
             raise type(exc)(f"{kind} {name!r} of plugin {info.plugin!r}: {exc}") from exc
         except BaseException as exc:  # noqa: BLE001 - name the component, its plugin and the values given
-            shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "no parameters"
             error = ParameterError if isinstance(exc, (TypeError, ValueError, ArithmeticError)) else PluginError
             raise error(f"{kind} {name!r} of plugin {info.plugin!r} ({info.target}) failed to build with {shown}: "
                         f"{_describe_error(_contained(exc))}") from exc
+
+
+def _budget(what: str) -> Any:
+    """The memory budget of :mod:`mmkit.membudget` once torch is loaded (a component that never
+    imports torch, e.g. a dataset of rows, builds without one)."""
+    if "torch" not in sys.modules:
+        return contextlib.nullcontext()
+    from mmkit.membudget import allocation_budget
+
+    return allocation_budget(what)
 
 
 def _unknown_kind(kind: str) -> str:

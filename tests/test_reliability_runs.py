@@ -286,3 +286,23 @@ def test_duplicate_csv_headers_are_refused_by_check_and_run(tmp_path: Path) -> N
         result = mmkit(cmd, str(recipe))
         assert result.exit_code == 2 and "train.csv: header names column 'label' twice (columns 2 and 3)" \
             in result.output, result.output
+
+
+# ------------------------------------------------------------------------------- class 4: generated data
+@pytest.mark.parametrize("options, message", [
+    ({"sample_rate": 10**9}, r"sample_rate must be 1000 to 192000 Hz"),
+    ({"max_seconds": 1e9}, r"max_seconds <= 60"),
+    ({"max_seconds": math.nan}, r"must be finite numbers"),
+    ({"noise": -1.0}, r"noise must be at least 0"),
+    ({"n_train": 900_000, "max_seconds": 60.0}, r"take up to .* GiB in memory \(at most 4 GiB\)"),
+])
+def test_audio_dataset_sizes_are_checked_before_anything_is_generated(monkeypatch: pytest.MonkeyPatch,
+                                                                      options: dict, message: str) -> None:
+    """Before: sample_rate and max_seconds were unbounded (the shapes OOM, for audio)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "plugins" / "mmkit-audio"))
+    from mmkit_audio.data import shapes_audio
+
+    from mmkit.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=message):
+        shapes_audio(**{"n_train": 4, "n_val": 0, "n_test": 0, **options})

@@ -306,3 +306,18 @@ def test_audio_dataset_sizes_are_checked_before_anything_is_generated(monkeypatc
 
     with pytest.raises(ParameterError, match=message):
         shapes_audio(**{"n_train": 4, "n_val": 0, "n_test": 0, **options})
+
+
+# ------------------------------------------------------------------------------- test hygiene
+def test_no_test_module_sets_torch_threads_at_import() -> None:
+    """A module-level ``torch.set_num_threads`` leaked into every later test of the session; tests use
+    the ``torch_threads`` fixture (restored by tests/conftest.py) instead."""
+    import ast
+
+    found = []
+    for path in sorted(Path(__file__).parent.rglob("test_*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            call = node.value if isinstance(node, ast.Expr) else None
+            if isinstance(call, ast.Call) and ast.unparse(call.func).endswith("set_num_threads"):
+                found.append(f"{path.name}:{node.lineno}")
+    assert found == []

@@ -218,7 +218,7 @@ def sort_rows(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
 
     def key(row: Mapping[str, Any]) -> tuple[int, float]:
         value = row.get(metric, row.get(f"{metric}.mean"))
-        if not isinstance(value, (int, float)) or math.isnan(value):
+        if not isinstance(value, (int, float)) or math.isnan(float(value)):
             return (1, 0.0)
         return (0, value if low else -value)
 

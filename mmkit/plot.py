@@ -52,8 +52,8 @@ def read_curves(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
         if split not in ("train", "val"):
             continue
         for name, value in (rec.get("metrics") or {}).items():
-            if isinstance(value, (int, float)):
-                curves.setdefault(split, {}).setdefault(name, {})[int(rec.get("step", 0))] = float(value)
+            if isinstance(value, (int, float)) and abs(value) < 1e300:  # a 400-digit integer is no point to plot
+                curves.setdefault(split, {}).setdefault(str(name), {})[step] = float(value)
     return {s: {n: sorted(v.items()) for n, v in names.items()} for s, names in curves.items()}
 
 

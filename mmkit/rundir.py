@@ -205,8 +205,17 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_metric(value: Any) -> bool:
-    """A metric value: a number, or null (a non-finite value, as strict JSON writes it)."""
-    return value is None or _is_number(value)
+    """A metric value: a number within float range, or null (a non-finite value, as strict JSON
+    writes it)."""
+    if value is None:
+        return True
+    if not _is_number(value):
+        return False
+    try:
+        float(value)
+    except OverflowError:  # a 400-digit integer: readers compute with floats
+        return False
+    return True
 
 
 def check_summary(data: Any, where: str) -> None:
@@ -227,6 +236,12 @@ def check_summary(data: Any, where: str) -> None:
     for key in ("steps", "epochs", "samples_seen"):
         if key in data and not (isinstance(data[key], int) and not isinstance(data[key], bool)):
             raise RunDirError(f"{where}: {key}: expected an integer, got {data[key]!r}")
+    for key in ("samples_per_s", "train_seconds", "wall_seconds"):
+        if not _is_metric(data.get(key)):
+            raise RunDirError(f"{where}: {key}: expected a number, got {str(data[key])[:40]}")
+    params = data.get("params", {})
+    if not isinstance(params, Mapping) or not all(_is_metric(v) for v in params.values()):
+        raise RunDirError(f"{where}: params: expected an object of name -> number")
 
 
 # ------------------------------------------------------------------------------------- creating

@@ -153,6 +153,22 @@ def test_overwrite_never_follows_a_link_or_deletes_a_users_folder(tiny: Path, tm
     assert not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.parametrize("home", ["/sys/mmkit-home", "afile"])
+def test_an_unwritable_home_is_an_error_for_the_default_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  home: str) -> None:
+    from reliability_kit import make_run
+
+    run = make_run(tmp_path)
+    (tmp_path / "afile").write_text("mine")
+    monkeypatch.setenv("HOME", str(tmp_path / home) if home == "afile" else home)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv("MMKIT_REGISTRY", raising=False)
+    result = mmkit("register", str(run), "--name", "m")
+    assert result.exit_code == 2 and "error: cannot write to the model registry" in result.output, result.output
+    assert mmkit("models").exit_code == 0
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 # ------------------------------------------------------------------------------- class 5: summary.json
 def test_summary_json_is_strict_and_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = RunDir(tmp_path)

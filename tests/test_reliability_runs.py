@@ -97,6 +97,30 @@ def test_a_failure_while_loading_data_leaves_no_run_dir_and_resume_keeps_its_own
     assert RunDir(tiny.parent / "runs" / "tiny").finished
 
 
+# ------------------------------------------------------------------------------- class 8: options, devices
+@pytest.mark.parametrize("args, message", [
+    (["--nproc", "-1"], "'--nproc': -1 is not in the range 0<=x<=1024"),
+    (["--nproc", "100000"], "'--nproc': 100000 is not in the range"),
+    (["--master-port", "0"], "'--master-port': 0 is not in the range 1<=x<=65535"),
+    (["--nnodes", "0"], "'--nnodes': 0 is not in the range"),
+    (["--nnodes", "2", "--node-rank", "2"], "'--node-rank': 2 is not below --nnodes 2"),
+])
+def test_run_options_are_range_checked(tiny: Path, args: list[str], message: str) -> None:
+    result = mmkit("run", str(tiny), *args)
+    assert result.exit_code == 2 and f"Error: Invalid value for {message}" in result.output, result.output
+    assert runs_of(tiny) == []
+
+
+@pytest.mark.parametrize("device", ["meta", "bogus", "cuda:x", "", "cuda:99999"])
+def test_python_api_devices_are_validated_before_loading(device: str) -> None:
+    """Before: mmkit.load(..., device="bogus") was torch's RuntimeError; "meta" was accepted on a GPU."""
+    import mmkit
+    from mmkit.errors import MmkitError
+
+    with pytest.raises(MmkitError, match=rf"device = '{device}'"):
+        mmkit.load("no-such-model", device=device)
+
+
 # ------------------------------------------------------------------------------- class 5: output_dir
 def _unwritable(tmp_path: Path) -> Path:
     if os.geteuid() != 0:

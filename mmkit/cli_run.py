@@ -23,8 +23,10 @@ SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end.")
 @click.option("--nproc", type=click.IntRange(0, 1024), default=0, metavar="N",
               help="Launch N processes on this node through torch.distributed.run (DDP; gloo on CPU, nccl on GPU).")
-@click.option("--nnodes", type=click.IntRange(1, 65536), default=1, show_default=True, help="Number of nodes (with --nproc).")
-@click.option("--node-rank", type=click.IntRange(0, 65535), default=0, show_default=True, help="This node's rank (with --nnodes > 1).")
+@click.option("--nnodes", type=click.IntRange(1, 65536), default=1, show_default=True,
+              help="Number of nodes (with --nproc).")
+@click.option("--node-rank", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="This node's rank (with --nnodes > 1).")
 @click.option("--master-addr", default="127.0.0.1", show_default=True, help="Rendezvous host (node 0).")
 @click.option("--master-port", type=click.IntRange(1, 65535), default=29500, show_default=True, help="Rendezvous port.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",

@@ -328,6 +328,36 @@ def test_duplicate_csv_headers_are_refused_by_check_and_run(tmp_path: Path) -> N
             in result.output, result.output
 
 
+# ------------------------------------------------------------------------------- class 4: component sizes
+def test_allocation_budget_counts_before_allocating() -> None:
+    from mmkit.errors import ParameterError
+    from mmkit.membudget import allocation_budget
+
+    with allocation_budget("small", limit=10 * 2**20):
+        torch.nn.Linear(1000, 1000)  # 4 MB
+    with pytest.raises(ParameterError, match=r"big: building it needs more than 0.0 GB"):
+        with allocation_budget("big", limit=2**20):
+            torch.nn.Linear(1000, 1000)
+    with allocation_budget("meta", limit=1):
+        torch.nn.Linear(10**6, 10**6, device="meta")  # nothing allocated
+
+
+@pytest.mark.parametrize("setting, where", [
+    ("model.fusion.dim=1000000000", "model.fusion: fusion 'concat' of plugin 'fusion': with dim=1000000000"),
+    ('model.fusion={ type = "transformer", dim = 60000, layers = 4, heads = 4 }',
+     "model.fusion: fusion 'transformer' of plugin 'fusion': with dim=60000"),
+    ("model.encoders.text.dim=100000000", "model.encoders.text: encoder 'text-transformer' of plugin 'text'"),
+])
+def test_component_sizes_beyond_memory_are_refused_before_allocating(tiny: Path, setting: str, where: str) -> None:
+    """Before: these passed validation; the allocation failed, or with overcommit the OOM killer
+    ended the process."""
+    for cmd in ("check", "run"):
+        result = mmkit(cmd, str(tiny), "--set", setting)
+        assert result.exit_code == 2 and where in result.output, result.output
+        assert "building it needs more than" in result.output and "GB is available" in result.output
+    assert runs_of(tiny) == []
+
+
 # ------------------------------------------------------------------------------- class 4: generated data
 @pytest.mark.parametrize("options, message", [
     ({"sample_rate": 10**9}, r"sample_rate must be 1000 to 192000 Hz"),

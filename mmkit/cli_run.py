@@ -142,6 +142,10 @@ def _launch(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bo
 def check_cmd(recipe: str, overrides: tuple[str, ...], no_rows: bool) -> None:
     """Validate a RECIPE, build its model and load every row of every split, without training.
 
+    Also refuses everything `mmkit run` would refuse in its setup, through the same checks: an
+    unavailable device, a precision the device lacks, an unimplemented strategy, a monitored
+    metric the head does not report, a callback's missing optional package.
+
     Prints the component tree, trainable/frozen parameter counts and the data fields each
     component reads. Every row of train, val and test is loaded and preprocessed as training and
     evaluation would (files exist, cells parse, targets are known to the head); the first errors

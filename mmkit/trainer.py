@@ -273,15 +273,15 @@ class Trainer:
         """Model, data, strategy, optimizer, resumed state, callbacks (in this order)."""
         self.setup_model()
         self.setup_data()
+        self.monitor = Monitor.from_recipe(self.cfg, self.model.head)
+        preflight.check_monitor(self.monitor, self.model, self.data.val, self.device, self.precision.dtype,
+                                self.recipe.source)  # on the bare model: no collective of a strategy yet
         self.strategy = make_strategy(self.cfg["strategy"], self.dist, self.device, self.recipe.source)
         self.net: nn.Module = self.strategy.wrap(self.model)
         if self.cfg["compile"]:
             self.net = torch.compile(self.net)  # type: ignore[assignment]
         self.optimizer = make_optimizer(param_groups(self.model, self.recipe), self.recipe)
         self.schedule = Schedule.from_recipe(self.cfg, self.total_steps)
-        self.monitor = Monitor.from_recipe(self.cfg, self.model.head)
-        preflight.check_monitor(self.monitor, self.model, self.data.val, self.device, self.precision.dtype,
-                                self.recipe.source)
         if self._resume is not None:
             self.restore(self._resume)
         self.state.rng = RngSnapshot()

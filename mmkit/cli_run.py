@@ -157,6 +157,7 @@ def check_cmd(recipe: str, overrides: tuple[str, ...], no_rows: bool) -> None:
       mmkit check recipes/quickstart.toml --set model.fusion.type=concat
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from mmkit.assembly import assemble, check_rows, load_splits, make_fields, plan_data
     from mmkit.errors import DataError
@@ -170,13 +171,14 @@ def check_cmd(recipe: str, overrides: tuple[str, ...], no_rows: bool) -> None:
     model = assemble(rec, registry, plan)
     console = Console(highlight=False)
     console.print(_model_tree(Path(recipe).name, rec, model, plan))
-    check_training(rec, registry, model, plan)  # what `mmkit run` refuses: the Trainer's own checks
     if not no_rows:
         report = check_rows(model, make_fields(model, plan, registry), plan)
         if report["errors"]:
             more = " (first ones)" if report["truncated"] else ""
             raise DataError(f"{len(report['errors'])} row(s) cannot be used{more}:\n  " + "\n  ".join(report["errors"]))
         console.print("rows: every row loads (" + ", ".join(f"{k} {v}" for k, v in report["rows"].items()) + ")")
+    for note in check_training(rec, registry, model, plan, rows=not no_rows):  # what `mmkit run` refuses
+        console.print(f"[yellow]note[/yellow]: {escape(note)}")
     console.print("[green]ok[/green]: the recipe is valid and the model builds")
 
 

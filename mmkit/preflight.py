@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mmkit.errors import RecipeError
+from mmkit.errors import DataError, RecipeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmkit.assembly import DataPlan
@@ -49,10 +49,12 @@ def check_monitor(monitor: Monitor, model: torch.nn.Module, val: Iterable[Any] |
     monitor.check(evaluate(model, [batch], device, amp_dtype), source)
 
 
-def check_training(recipe: Recipe, registry: Registry, model: MultimodalModel, plan: DataPlan) -> torch.device:
+def check_training(recipe: Recipe, registry: Registry, model: MultimodalModel, plan: DataPlan, *,
+                   rows: bool = True) -> list[str]:
     """Everything ``mmkit run`` (one process) refuses after its model is built: the device, precision,
-    strategy, callbacks and monitored metric, through the functions the Trainer uses. Returns the
-    device training would use."""
+    strategy, callbacks and monitored metric, through the functions the Trainer uses. With ``rows``
+    False (``mmkit check --no-rows``) a validation batch that cannot be loaded does not fail the
+    check: it becomes a note (the monitor is then unchecked). Returns the notes."""
     from mmkit.assembly import choose_device, make_fields
     from mmkit.callbacks import build_callbacks
     from mmkit.distributed import Dist, make_strategy
@@ -72,8 +74,13 @@ def check_training(recipe: Recipe, registry: Registry, model: MultimodalModel, p
     data = TrainData(plan, make_fields(model, plan, registry), model.head, {}, batch_size=min(cfg["batch_size"], 8),
                      workers=0, seed=int(recipe.run["seed"]), dist=dist, device=device)
     model.to(device)
-    check_monitor(monitor, model, data.val, device, precision.dtype, recipe.source)
-    return device
+    try:
+        check_monitor(monitor, model, data.val, device, precision.dtype, recipe.source)
+    except DataError as exc:
+        if rows:
+            raise
+        return [f"train.monitor not checked: the first validation batch cannot be loaded: {exc}"]
+    return []
 
 
 __all__ = ["check_callbacks", "check_monitor", "check_training"]

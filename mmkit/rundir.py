@@ -278,9 +278,10 @@ def _prepare(parent: Path, path: Path, name: str, mode: str) -> tuple[Path, bool
         if path.is_symlink() or not path.is_dir():  # never delete what a link points to, or a file
             raise RunDirError(f"{path}: not a run directory (a {'link' if path.is_symlink() else 'file'}); "
                               "--overwrite replaces only run directories")
-        if any(path.iterdir()) and not RunDir.looks_like_run(path):
-            raise RunDirError(f"{path}: not a run directory (no {RECIPE}); --overwrite replaces only run "
-                              "directories")
+        entries = {p.name for p in path.iterdir()}
+        if entries and not entries & {RECIPE, SUMMARY, METRICS, CHECKPOINTS, LOCK}:
+            raise RunDirError(f"{path}: not a run directory (none of {RECIPE}, {METRICS}, {CHECKPOINTS}/); "
+                              "--overwrite replaces only run directories")
         with RunLock(path):  # refuses while another process trains in it
             shutil.rmtree(path)
     for i in range(1, 10_000):

@@ -162,7 +162,7 @@ def test_overwrite_never_follows_a_link_or_deletes_a_users_folder(tiny: Path, tm
     (runs / "tiny").mkdir()
     (runs / "tiny" / "notes.txt").write_text("keep")
     result = mmkit("run", str(tiny), "--quiet", "--overwrite")
-    assert result.exit_code == 2 and "not a run directory (no recipe.resolved.toml)" in result.output
+    assert result.exit_code == 2 and "not a run directory (none of recipe.resolved.toml" in result.output
     (runs / "tiny" / "notes.txt").unlink()
     (runs / "tiny").rmdir()
     (runs / "tiny").write_text("a file")

@@ -26,6 +26,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from mmkit.trainer import Monitor
 
 
+def choose_precision(cfg: Any, device: torch.device, source: str) -> Any:
+    """``Precision.choose`` for ``train.precision`` on ``device``; a refusal names the recipe file."""
+    from mmkit.trainer import Precision
+
+    try:
+        return Precision.choose(cfg["precision"], device)
+    except RecipeError as exc:
+        raise RecipeError(f"{source}: {exc}") from None
+
+
 def check_callbacks(callbacks: Iterable[Any], recipe: Recipe) -> None:
     """Each callback's :meth:`~mmkit.callbacks.Callback.check` (e.g. TensorBoard without its package)."""
     for callback in callbacks:
@@ -59,28 +69,26 @@ def check_training(recipe: Recipe, registry: Registry, model: MultimodalModel, p
     from mmkit.callbacks import build_callbacks
     from mmkit.distributed import Dist, make_strategy
     from mmkit.loaders import TrainData
-    from mmkit.trainer import Monitor, Precision
+    from mmkit.trainer import Monitor
 
     cfg = recipe.train
     dist = Dist()
     device = choose_device(cfg["device"], dist.local_rank, what="train.device")
-    try:
-        precision = Precision.choose(cfg["precision"], device)
-    except RecipeError as exc:
-        raise RecipeError(f"{recipe.source}: {exc}") from None
-    make_strategy(cfg["strategy"], dist, device, recipe.source)
-    check_callbacks(build_callbacks(cfg["callbacks"], registry, recipe.source), recipe)
-    monitor = Monitor.from_recipe(cfg, model.head)
+    precision = choose_precision(cfg, device, recipe.source)
+    monitor = Monitor.from_recipe(cfg, model.head)  # in the Trainer's order: the first refusal is the same
     data = TrainData(plan, make_fields(model, plan, registry), model.head, {}, batch_size=min(cfg["batch_size"], 8),
                      workers=0, seed=int(recipe.run["seed"]), dist=dist, device=device)
     model.to(device)
+    notes = []
     try:
         check_monitor(monitor, model, data.val, device, precision.dtype, recipe.source)
     except DataError as exc:
         if rows:
             raise
-        return [f"train.monitor not checked: the first validation batch cannot be loaded: {exc}"]
-    return []
+        notes.append(f"train.monitor not checked: the first validation batch cannot be loaded: {exc}")
+    make_strategy(cfg["strategy"], dist, device, recipe.source)
+    check_callbacks(build_callbacks(cfg["callbacks"], registry, recipe.source), recipe)
+    return notes
 
 
-__all__ = ["check_callbacks", "check_monitor", "check_training"]
+__all__ = ["check_callbacks", "check_monitor", "check_training", "choose_precision"]

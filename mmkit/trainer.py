@@ -250,7 +250,7 @@ class Trainer:
         self.device = choose_device(t["device"], self.dist.local_rank, what="train.device")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self.precision = Precision.choose(t["precision"], self.device)
+        self.precision = preflight.choose_precision(t, self.device, self.recipe.source)
         self.say = _Printer(self.dist.main and not self.quiet)
         seed_everything(self.seed)
 

@@ -111,14 +111,17 @@ def test_run_options_are_range_checked(tiny: Path, args: list[str], message: str
     assert runs_of(tiny) == []
 
 
-@pytest.mark.parametrize("device", ["meta", "bogus", "cuda:x", "", "cuda:99999"])
-def test_python_api_devices_are_validated_before_loading(device: str) -> None:
-    """Before: mmkit.load(..., device="bogus") was torch's RuntimeError; "meta" was accepted on a GPU."""
-    import mmkit
+@pytest.mark.parametrize("device", ["meta", "bogus", "cuda:x", "", "cuda:99999", "mps:0"])
+def test_python_api_devices_are_refused_with_an_mmkit_error(device: str) -> None:
+    """Before: mmkit.load(..., device="bogus") was torch's RuntimeError; "meta" was accepted on a GPU.
+    ``choose_device`` is the one place every path (``mmkit.load``, ``Predictor``, ``train.device``)
+    turns a device name into a device."""
+    from mmkit.assembly import choose_device
     from mmkit.errors import MmkitError
 
-    with pytest.raises(MmkitError, match=rf"device = '{device}'"):
-        mmkit.load("no-such-model", device=device)
+    with pytest.raises(MmkitError, match=rf"where = '{device}'"):
+        choose_device(device, what="where")
+    assert choose_device("cpu:0") == choose_device("cpu") == torch.device("cpu")
 
 
 # ------------------------------------------------------------------------------- class 5: output_dir

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from mmkit.cli import cli
 
-SAMPLE, NIGHTLY = 6, 60
+SAMPLE, NIGHTLY = 6, 300
 
 RECIPE = """
 [run]

@@ -79,7 +79,7 @@ def run_cmd(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bo
 
     rec = load_recipe(recipe, overrides)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    result = train(rec, mode=mode, quiet=quiet)  # progress and the summary table: callbacks, on stderr
+    result = train(rec, mode=mode, quiet=quiet, overrides=overrides)  # progress and the summary table: callbacks, on stderr
     if result.interrupted:
         sys.exit(130)
     if int(os.environ.get("RANK", "0")) != 0:

@@ -4,6 +4,8 @@ A run directory, written by ``mmkit run``::
 
     recipe.resolved.toml            the complete recipe (every default filled in)
     metrics.jsonl                   one JSON record per log line, evaluation, epoch and the final result
+    history.jsonl                   one record per start/resume: the command's --set overrides, the data
+                                    manifests' size + hash, the keys a resume changed (mmkit.resume)
     summary.json                    written when the run finishes: final/best metrics, speed, sizes
     checkpoints/{last,best}/        model.safetensors, state.json (TrainState + fit state),
                                     training_state.pt (optimizer, grad scaler; plain tensors only)
@@ -32,6 +34,7 @@ from mmkit.errors import MmkitError
 RECIPE = "recipe.resolved.toml"
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
+HISTORY = "history.jsonl"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 LOCK = ".lock"
@@ -104,6 +107,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.path / METRICS
+
+    @property
+    def history(self) -> Path:
+        return self.path / HISTORY
 
     @property
     def checkpoints(self) -> Path:
@@ -186,19 +193,35 @@ class RunDir:
         with open(self.metrics, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
+    def append_history(self, record: Mapping[str, Any]) -> None:
+        """One start/resume record appended to ``history.jsonl`` (flushed to disk: a resume reads it)."""
+        with open(self.history, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_history(self) -> list[dict[str, Any]]:
+        """The records of ``history.jsonl``, oldest first (a line cut short by a crash is skipped)."""
+        return _read_jsonl(self.history)
+
     def read_metrics(self) -> list[dict[str, Any]]:
         """The records of ``metrics.jsonl`` (a line cut short by a crash is skipped)."""
-        if not self.metrics.is_file():
-            return []
-        out = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return _read_jsonl(self.metrics)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON Lines file, skipping lines a crash cut short; [] when absent."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def _is_number(value: Any) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,8 +179,9 @@ class Trainer:
     data_class: type[TrainData] = TrainData
 
     def __init__(self, recipe: Recipe, *, mode: str = "new", quiet: bool = False, registry: Registry | None = None,
-                 callbacks: Iterable[Callback] = ()) -> None:
+                 callbacks: Iterable[Callback] = (), overrides: Sequence[str] = ()) -> None:
         self.recipe, self.mode, self.quiet = recipe, mode, quiet
+        self.overrides = list(overrides)  # the command's --set items: recorded, repeated by the resume hint
         self.cfg = recipe.train
         self.registry = registry or get_registry()
         self.seed = int(recipe.run["seed"])
@@ -280,17 +281,51 @@ class Trainer:
                                    registry=self.registry)
             self.model, self._resume = trained.model, trained.state
             self._resume_from = last
+            changes = self.check_resume(trained.state or {})
         else:
             if self.mode == "resume":
                 self.say(f"resume: {self.run.path} has no checkpoint yet; training from the start")
             self.model = assemble(self.recipe, self.registry, self.plan)
+            changes = None
         if self.dist.main:
             self.run.write_recipe(dump_toml(self.recipe.to_dict()))
+            self.record_history(changes)
         self.model.to(self.device)
         trainable, frozen = count_parameters(self.model)
         self.params = {"trainable": trainable, "frozen": frozen}
         self.say(f"model: {trainable:,} trainable + {frozen:,} frozen parameters on {self.device}"
                  + (f" with {self.precision.name} autocast" if self.precision.dtype else ""))
+
+    def check_resume(self, saved: Mapping[str, Any]) -> list[Any]:
+        """Refuse a resume whose recipe or data differs from the run's (:mod:`mmkit.resume`); rank 0
+        decides and every rank raises the same error. Returns the safe changes."""
+        from mmkit.resume import check_resume, manifest_fingerprints
+
+        verdict: tuple[str, list[Any]] = ("", [])
+        if self.dist.main:
+            self._manifests = manifest_fingerprints(self.recipe.data, self.recipe.base_dir)
+            try:
+                verdict = ("", check_resume(self.run, self.recipe.to_dict(), self._manifests,
+                                            old_world=int(saved.get("world", 1)), new_world=self.dist.world))
+            except RecipeError as exc:
+                verdict = (str(exc), [])
+        error, changes = self.dist.broadcast(verdict)
+        if error:
+            raise RecipeError(error)
+        for change in changes:
+            self.say(f"resume: {change} (allowed, recorded in the run's history)")
+        return list(changes)
+
+    def record_history(self, changes: list[Any] | None) -> None:
+        """Rank 0: one history record, a start (``changes`` None) or a resume with its safe changes."""
+        from mmkit.resume import history_record, manifest_fingerprints
+
+        manifests = getattr(self, "_manifests", None)
+        if manifests is None:
+            manifests = manifest_fingerprints(self.recipe.data, self.recipe.base_dir)
+        step = int((self._resume or {}).get("step", 0))
+        self.run.append_history(history_record("start" if changes is None else "resume", step, self.overrides,
+                                               manifests, changes or (), self.dist.world))
 
     def setup_data(self) -> None:
         """Frozen-encoder caches and the DataLoaders; the step budget follows from the epoch length."""
@@ -455,8 +490,10 @@ class Trainer:
         s = self.state
         if s.interrupt:
             self.save_checkpoint(LAST)
-            self.say(f"interrupted at step {s.step}; checkpoint written. Resume with: mmkit run {self.recipe.source} "
-                     f"--resume --set run.name={self.run.name}")
+            from mmkit.resume import resume_command
+
+            self.say(f"interrupted at step {s.step}; checkpoint written. Resume with: "
+                     f"{resume_command(self.recipe.source, self.run.name, self.overrides)}")
             result = RunResult(self.run.path, {"interrupted": True, "steps": s.step}, self.renamed, True)
         else:
             final = self.final_metrics()
@@ -496,9 +533,10 @@ class Trainer:
 
 
 def train(recipe: Recipe, *, mode: str = "new", quiet: bool = False, registry: Registry | None = None,
-          callbacks: Iterable[Callback] = ()) -> RunResult:
-    """Train what ``recipe`` names (see :class:`Trainer`); returns the run directory and its summary."""
-    return Trainer(recipe, mode=mode, quiet=quiet, registry=registry, callbacks=callbacks).fit()
+          callbacks: Iterable[Callback] = (), overrides: Sequence[str] = ()) -> RunResult:
+    """Train what ``recipe`` names (see :class:`Trainer`); returns the run directory and its summary.
+    ``overrides``: the command's ``--set`` items, recorded in the run's history for the resume hint."""
+    return Trainer(recipe, mode=mode, quiet=quiet, registry=registry, callbacks=callbacks, overrides=overrides).fit()
 
 
 __all__ = ["Monitor", "Precision", "RunResult", "TrainState", "Trainer", "TrainingError", "train"]

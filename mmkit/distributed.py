@@ -61,6 +61,16 @@ class Dist:
             merged.merge(other)
         return merged
 
+    def max_int(self, value: int, device: torch.device) -> int:
+        """The largest of every rank's ``value`` (one all-reduce of one integer; e.g. a stop flag)."""
+        if not self.enabled:
+            return value
+        import torch.distributed as tdist
+
+        box = torch.tensor([value], dtype=torch.int64, device=device)
+        tdist.all_reduce(box, op=tdist.ReduceOp.MAX)
+        return int(box.item())
+
     def finish(self) -> None:
         """Wait for every rank, then tear down the group if mmkit created it."""
         if not self.enabled:

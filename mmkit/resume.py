@@ -50,7 +50,7 @@ class Change:
 
 
 def _show(value: Any) -> str:
-    return value if value is _MISSING else repr(value)
+    return value if value is _MISSING or " x " in str(value) else repr(value)
 
 
 def _flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
@@ -87,6 +87,19 @@ def split_changes(changes: Sequence[Change], old_world: int, new_world: int) -> 
                        and c.old * old_world == c.new * new_world)
         (allowed if c.key in SAFE_KEYS or same_global else refused).append(c)
     return refused, allowed
+
+
+GLOBAL_BATCH = "global batch (train.batch_size x processes)"
+
+
+def global_batch_change(old: Mapping[str, Any], new: Mapping[str, Any], old_world: int,
+                        new_world: int) -> list[Change]:
+    """Resuming in another number of processes with the same per-process batch changes the global
+    batch (and so every remaining step): a difference, unless ``train.batch_size`` compensates."""
+    a, b = old.get("train", {}).get("batch_size"), new.get("train", {}).get("batch_size")
+    if a != b or not isinstance(a, int) or old_world == new_world:
+        return []  # a changed batch_size is judged by split_changes
+    return [Change(GLOBAL_BATCH, f"{a} x {old_world}", f"{b} x {new_world}")]
 
 
 # ------------------------------------------------------------------------------------- data manifests
@@ -137,7 +150,8 @@ def check_resume(run: RunDir, new_doc: Mapping[str, Any], manifests: Mapping[str
                  new_world: int) -> list[Change]:
     """Refuse (RecipeError with the diff) a resume whose recipe or data differs from the run's in a
     key that is not safe; return the safe changes (to record)."""
-    changes = diff_recipes(normalized(run.read_recipe()), normalized(new_doc))
+    old, new = normalized(run.read_recipe()), normalized(new_doc)
+    changes = diff_recipes(old, new) + global_batch_change(old, new, old_world, new_world)
     starts = [r for r in run.read_history() if isinstance(r.get("manifests"), Mapping)]
     if starts:
         changes += diff_manifests(starts[-1]["manifests"], manifests)
@@ -148,7 +162,8 @@ def check_resume(run: RunDir, new_doc: Mapping[str, Any], manifests: Mapping[str
         safe = ", ".join(sorted(SAFE_KEYS))
         raise RecipeError(f"{run.path}: cannot resume: the recipe or data differs from the run's "
                           f"(key: old -> new):\n  {lines}{more}\nResume with the run's settings (see "
-                          f"{run.recipe.name}), or start a new run; keys a resume may change: {safe}")
+                          f"{run.recipe.name}; with another number of processes, scale train.batch_size to "
+                          f"keep the global batch), or start a new run; keys a resume may change: {safe}")
     return allowed
 
 
@@ -159,10 +174,10 @@ def history_record(event: str, step: int, overrides: Sequence[str], manifests: M
             "overrides": list(overrides), "manifests": dict(manifests), "changes": [c.to_dict() for c in changes]}
 
 
-def resume_command(source: str, run_name: str, overrides: Sequence[str]) -> str:
-    """The command that resumes this run: the recipe, the command's own ``--set`` overrides (in their
-    order, shell-quoted) and the run directory's actual name."""
-    parts = ["mmkit", "run", source, "--resume"]
+def resume_command(source: str, run_name: str, overrides: Sequence[str], nproc: int = 0) -> str:
+    """The command that resumes this run: the recipe, ``--nproc`` (when > 0), the command's own
+    ``--set`` overrides (in their order, shell-quoted) and the run directory's actual name."""
+    parts = ["mmkit", "run", source, "--resume"] + (["--nproc", str(nproc)] if nproc > 0 else [])
     for item in overrides:
         if not item.split("=", 1)[0].strip() == "run.name":
             parts += ["--set", item]

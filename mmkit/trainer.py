@@ -32,6 +32,7 @@ from mmkit.interfaces import Batch
 from mmkit.loaders import TrainData
 from mmkit.model import count_parameters
 from mmkit.optim import Schedule, make_optimizer, param_groups
+from mmkit.preempt import Preemption
 from mmkit.recipe import Recipe, dump_toml
 from mmkit.registry import Registry, get_registry
 from mmkit.rng import RngSnapshot, restore_rng, seed_everything
@@ -161,9 +162,9 @@ class _Printer:
 
             self.console = Console(stderr=True, highlight=False)
 
-    def __call__(self, message: str) -> None:
-        if self.on:
-            self.console.print(message, markup=False)
+    def __call__(self, message: str, soft_wrap: bool = False) -> None:
+        if self.on:  # soft_wrap: one line however long (a command to copy)
+            self.console.print(message, markup=False, soft_wrap=soft_wrap)
 
 
 class Trainer:
@@ -186,7 +187,9 @@ class Trainer:
         self.registry = registry or get_registry()
         self.seed = int(recipe.run["seed"])
         self.state = TrainState()
-        self.extra_callbacks = list(callbacks)
+        self.preemption = Preemption()  # SIGTERM/SIGUSR1 -> stop after the step, agreed by all ranks
+        self.preempted: str | None = None  # the signal's name once a preemption stop is decided
+        self.extra_callbacks = [*callbacks, self.preemption]
         self.callbacks = CallbackList([])  # built at the end of setup()
         self.step_metrics: dict[str, Any] = {}
         self.last_eval: tuple[int, dict[str, float]] | None = None
@@ -204,7 +207,7 @@ class Trainer:
         self.t0 = self.clock()
         self.setup_process()
         self.setup_run_dir()
-        with RunLock(self.run.path) if self.dist.main else nullcontext():
+        with RunLock(self.run.path) if self.dist.main else nullcontext(), self.preemption:
             try:
                 self.setup()
                 self.callbacks.fire("on_fit_start", self)
@@ -238,6 +241,7 @@ class Trainer:
         t = self.cfg
         kind = "cuda" if t["device"] == "cuda" or (t["device"] == "auto" and torch.cuda.is_available()) else "cpu"
         self.dist: Dist = init_distributed(kind)
+        self.state.world = self.dist.world  # a resumed state replaces it (restore compares the two)
         self.device = choose_device(t["device"], self.dist.local_rank, what="train.device")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -492,9 +496,12 @@ class Trainer:
             self.save_checkpoint(LAST)
             from mmkit.resume import resume_command
 
-            self.say(f"interrupted at step {s.step}; checkpoint written. Resume with: "
-                     f"{resume_command(self.recipe.source, self.run.name, self.overrides)}")
-            result = RunResult(self.run.path, {"interrupted": True, "steps": s.step}, self.renamed, True)
+            what = f"preempted by {self.preempted}" if self.preempted else "interrupted"
+            self.say(f"{what} at step {s.step}; checkpoint written. Resume with: "
+                     f"{resume_command(self.recipe.source, self.run.name, self.overrides, self._nproc())}",
+                     soft_wrap=True)
+            result = RunResult(self.run.path, {"interrupted": True, "steps": s.step, "preempted": self.preempted},
+                               self.renamed, True)
         else:
             final = self.final_metrics()
             self.save_checkpoint(LAST)
@@ -504,6 +511,13 @@ class Trainer:
         self.callbacks.fire("on_fit_end", self, result)
         self.dist.finish()
         return result
+
+    def _nproc(self) -> int:
+        """``--nproc`` for the resume hint: the world size of a one-node multi-process run, else 0."""
+        import os
+
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world))
+        return self.dist.world if self.dist.world > 1 and local == self.dist.world else 0
 
     def final_metrics(self) -> dict[str, dict[str, float]]:
         """Validation at the last step (evaluated again unless just done) and the test split."""

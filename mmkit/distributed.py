@@ -103,6 +103,10 @@ class Strategy:
     def __init__(self, dist: Dist, device: torch.device) -> None:
         self.dist, self.device = dist, device
 
+    def prepare(self, model: nn.Module, plan: Any, registry: Any, say: Any = None) -> None:
+        """Before :meth:`wrap`: look at the model and the training data (e.g. DDP decides whether
+        parameters can go without gradients); ``say`` prints on rank 0."""
+
     def wrap(self, model: nn.Module) -> nn.Module:
         """The module the training step calls (the model itself here)."""
         return model
@@ -119,16 +123,59 @@ class Strategy:
         return model
 
 
+def unused_parameter_reasons(model: nn.Module, plan: Any, registry: Any) -> list[str]:
+    """Why a training step can leave trainable parameters without gradients (empty: it cannot).
+
+    * a trainable encoder's field is absent from some training rows: a batch without it skips the
+      encoder (absent and optional modalities);
+    * a module drops modalities in training (``modality_dropout > 0``, the built-in fusions' option);
+    * a module says so: ``may_leave_parameters_unused = True`` (a plugin with a branch that does not
+      always run). Frozen encoders have no trainable parameters and never count.
+    """
+    reasons = []
+    encoders = getattr(model, "encoders", {})
+    if encoders and plan is not None:
+        from mmkit.assembly import make_fields
+
+        rows = plan.rows("train")
+        for fld in make_fields(model, plan, registry):  # type: ignore[arg-type]
+            if not any(p.requires_grad for p in encoders[fld.name].parameters()):
+                continue
+            missing = sum(1 for row in rows if fld.is_absent(fld.cell(row)))
+            if missing:
+                reasons.append(f"field {fld.name!r} is absent from {missing} of {len(rows)} training rows")
+    for name, module in model.named_modules():
+        if not any(p.requires_grad for p in module.parameters()):
+            continue
+        where = name or "the model"
+        if float(getattr(module, "modality_dropout", 0.0) or 0.0) > 0:
+            reasons.append(f"{where} drops modalities in training (modality_dropout = {module.modality_dropout})")
+        if getattr(module, "may_leave_parameters_unused", False):
+            reasons.append(f"{where} may leave parameters unused (may_leave_parameters_unused)")
+    return reasons
+
+
 class DDPStrategy(Strategy):
-    """``DistributedDataParallel``: every rank holds the model; gradients are all-reduced."""
+    """``DistributedDataParallel``: every rank holds the model; gradients are all-reduced.
+
+    ``find_unused_parameters`` (an extra autograd-graph walk every step, and a warning on every rank
+    when nothing was unused) is turned on only when :func:`unused_parameter_reasons` finds a reason;
+    every rank decides from the same model and rows, so they agree."""
 
     name = "ddp"
+    find_unused = True  # until prepare() looked at the model
+
+    def prepare(self, model: nn.Module, plan: Any, registry: Any, say: Any = None) -> None:
+        reasons = unused_parameter_reasons(model, plan, registry)
+        self.find_unused = bool(reasons)
+        if say is not None and reasons:
+            say("ddp: find_unused_parameters on: " + "; ".join(reasons))
 
     def wrap(self, model: nn.Module) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         return DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                   find_unused_parameters=True)
+                   find_unused_parameters=self.find_unused)
 
     def no_sync(self, net: nn.Module, sync: bool) -> AbstractContextManager[Any]:
         if sync or not hasattr(net, "no_sync"):

@@ -263,6 +263,7 @@ class Trainer:
         self.setup_model()
         self.setup_data()
         self.strategy = make_strategy(self.cfg["strategy"], self.dist, self.device, self.recipe.source)
+        self.strategy.prepare(self.model, self.plan, self.registry, self.say)
         self.net: nn.Module = self.strategy.wrap(self.model)
         if self.cfg["compile"]:
             self.net = torch.compile(self.net)  # type: ignore[assignment]

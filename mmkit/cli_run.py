@@ -272,6 +272,14 @@ def _model_tree(title: str, rec: Any, model: Any, plan: Any) -> Any:
     tree.add(f"head: {rec.head.type}; {tr:,} parameters; targets: {targets}")
     sizes = ", ".join(f"{k} {len(v)}" for k, v in plan.splits.splits.items())
     tree.add(f"data: {plan.splits.name} ({sizes})")
+    if rec.train["strategy"] == "fsdp":
+        from mmkit.fsdp import fsdp_unit_sizes, fsdp_units
+
+        units = fsdp_units(model)
+        fsdp = tree.add(f"fsdp (with --nproc > 1; one process trains the whole model): {len(units) - 1} units "
+                        "sharded over the ranks, then the root")
+        for name, (count, is_frozen) in fsdp_unit_sizes(model, units).items():
+            fsdp.add(f"{name or 'root (the rest)'}: {count:,} parameters" + (" (frozen)" if is_frozen else ""))
     if rec.train["callbacks"]:
         tree.add("callbacks (besides the built-in ones): " + ", ".join(
             c if isinstance(c, str) else str(c.get("type")) for c in rec.train["callbacks"]))

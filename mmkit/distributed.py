@@ -3,8 +3,8 @@
 :class:`Dist` says who this process is (rank, world) and talks to the others (broadcast, gather,
 barrier). A :class:`Strategy` wraps the model for training and owns what depends on the wrapping:
 skipping the gradient all-reduce between accumulation steps, clipping, and the full weights a
-checkpoint stores. ``ddp`` is the strategy of a multi-process run today; another (FSDP) is one more
-subclass registered in :data:`STRATEGIES`.
+checkpoint stores. ``ddp`` is the default strategy of a multi-process run; ``fsdp``
+(:mod:`mmkit.fsdp`) shards the model and its optimizer state.
 """
 
 from __future__ import annotations
@@ -99,9 +99,11 @@ class Strategy:
     """One process holds the whole model (also the base of multi-process strategies)."""
 
     name = "single"
+    #: the optimizer state is saved by every rank (sharded) into the checkpoint's temp folder
+    sharded_optimizer = False
 
-    def __init__(self, dist: Dist, device: torch.device) -> None:
-        self.dist, self.device = dist, device
+    def __init__(self, dist: Dist, device: torch.device, dtype: torch.dtype | None = None) -> None:
+        self.dist, self.device, self.dtype = dist, device, dtype  # dtype: the autocast dtype (None: fp32)
 
     def prepare(self, model: nn.Module, plan: Any, registry: Any, say: Any = None) -> None:
         """Before :meth:`wrap`: look at the model and the training data (e.g. DDP decides whether
@@ -122,6 +124,41 @@ class Strategy:
         """The module whose full weights a checkpoint stores (a sharded strategy gathers them)."""
         return model
 
+    def save_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer, folder: Any) -> bool:
+        """Every rank: write the optimizer state into the checkpoint's temp ``folder`` (a sharded
+        strategy); False when it goes into ``training_state.pt`` instead (rank 0)."""
+        return False
+
+    def load_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer, saved: Any) -> None:
+        """Load a plain ``optimizer.state_dict()`` (from ``training_state.pt``)."""
+        optimizer.load_state_dict(saved)
+
+    def eval_batches(self, net: nn.Module, loader: Any) -> Any:
+        """The evaluation batches of this rank (a sharded strategy adds forward passes so that every
+        rank runs as many as the others)."""
+        return loader
+
+
+def absent_field_reasons(model: nn.Module, plan: Any, registry: Any, splits: tuple[str, ...] = ("train",),
+                         trainable_only: bool = True) -> list[str]:
+    """One line per encoder whose field is absent from some rows of ``splits`` (a batch without it
+    skips the encoder)."""
+    encoders = getattr(model, "encoders", {})
+    if not encoders or plan is None:
+        return []
+    from mmkit.assembly import make_fields
+
+    reasons = []
+    for fld in make_fields(model, plan, registry):  # type: ignore[arg-type]
+        if trainable_only and not any(p.requires_grad for p in encoders[fld.name].parameters()):
+            continue
+        for split in splits:
+            rows = plan.rows(split)
+            missing = sum(1 for row in rows if fld.is_absent(fld.cell(row)))
+            if missing:
+                reasons.append(f"field {fld.name!r} is absent from {missing} of {len(rows)} {split} rows")
+    return reasons
+
 
 def unused_parameter_reasons(model: nn.Module, plan: Any, registry: Any) -> list[str]:
     """Why a training step can leave trainable parameters without gradients (empty: it cannot).
@@ -132,18 +169,7 @@ def unused_parameter_reasons(model: nn.Module, plan: Any, registry: Any) -> list
     * a module says so: ``may_leave_parameters_unused = True`` (a plugin with a branch that does not
       always run). Frozen encoders have no trainable parameters and never count.
     """
-    reasons = []
-    encoders = getattr(model, "encoders", {})
-    if encoders and plan is not None:
-        from mmkit.assembly import make_fields
-
-        rows = plan.rows("train")
-        for fld in make_fields(model, plan, registry):  # type: ignore[arg-type]
-            if not any(p.requires_grad for p in encoders[fld.name].parameters()):
-                continue
-            missing = sum(1 for row in rows if fld.is_absent(fld.cell(row)))
-            if missing:
-                reasons.append(f"field {fld.name!r} is absent from {missing} of {len(rows)} training rows")
+    reasons = absent_field_reasons(model, plan, registry)
     for name, module in model.named_modules():
         if not any(p.requires_grad for p in module.parameters()):
             continue
@@ -186,10 +212,20 @@ class DDPStrategy(Strategy):
 STRATEGIES: dict[str, type[Strategy]] = {"ddp": DDPStrategy}
 
 
-def make_strategy(setting: str, dist: Dist, device: torch.device, source: str = "<recipe>") -> Strategy:
+def strategy_class(name: str) -> type[Strategy]:
+    """``ddp`` or ``fsdp`` (imported on demand: :mod:`mmkit.fsdp`)."""
+    if name == "fsdp" and "fsdp" not in STRATEGIES:
+        from mmkit.fsdp import FSDPStrategy
+
+        STRATEGIES["fsdp"] = FSDPStrategy
+    return STRATEGIES[name]
+
+
+def make_strategy(setting: str, dist: Dist, device: torch.device, source: str = "<recipe>",
+                  dtype: torch.dtype | None = None) -> Strategy:
     """The strategy ``train.strategy`` names (``auto`` = ddp) for a multi-process run; one process
-    always trains the whole model."""
+    always trains the whole model. ``dtype``: the run's autocast dtype (FSDP's mixed precision)."""
     name = "ddp" if setting == "auto" else setting
-    if name not in STRATEGIES:
-        raise RecipeError(f"{source}: train.strategy = {setting!r} is not implemented yet; use 'ddp' (or 'auto')")
-    return STRATEGIES[name](dist, device) if dist.enabled else Strategy(dist, device)
+    if name not in ("ddp", "fsdp") and name not in STRATEGIES:
+        raise RecipeError(f"{source}: train.strategy = {setting!r}: unknown; use 'ddp', 'fsdp' or 'auto'")
+    return strategy_class(name)(dist, device, dtype) if dist.enabled else Strategy(dist, device, dtype)

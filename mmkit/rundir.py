@@ -8,7 +8,8 @@ A run directory, written by ``mmkit run``::
                                     manifests' size + hash, the keys a resume changed (mmkit.resume)
     summary.json                    written when the run finishes: final/best metrics, speed, sizes
     checkpoints/{last,best}/        model.safetensors, state.json (TrainState + fit state),
-                                    training_state.pt (optimizer, grad scaler; plain tensors only)
+                                    training_state.pt (optimizer, grad scaler; plain tensors only);
+                                    optimizer/ instead of the optimizer under FSDP (sharded, DCP)
     tensorboard/                    with ``train.tensorboard = true``
     .lock                           held while a process trains in it
 
@@ -42,6 +43,7 @@ LOCK = ".lock"
 WEIGHTS = "model.safetensors"
 STATE = "state.json"
 TRAINING_STATE = "training_state.pt"
+OPTIMIZER_SHARDS = "optimizer"  # the optimizer state of a sharded (FSDP) run, torch.distributed.checkpoint
 LAST, BEST = "last", "best"
 
 

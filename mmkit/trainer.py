@@ -36,7 +36,7 @@ from mmkit.preempt import Preemption
 from mmkit.recipe import Recipe, dump_toml
 from mmkit.registry import Registry, get_registry
 from mmkit.rng import RngSnapshot, restore_rng, seed_everything
-from mmkit.rundir import LAST, RunDir, RunLock, prepare_run_dir
+from mmkit.rundir import LAST, OPTIMIZER_SHARDS, RunDir, RunLock, prepare_run_dir
 from mmkit.trained import load_trained
 
 
@@ -262,7 +262,8 @@ class Trainer:
         """Model, data, strategy, optimizer, resumed state, callbacks (in this order)."""
         self.setup_model()
         self.setup_data()
-        self.strategy = make_strategy(self.cfg["strategy"], self.dist, self.device, self.recipe.source)
+        self.strategy = make_strategy(self.cfg["strategy"], self.dist, self.device, self.recipe.source,
+                                      self.precision.dtype)
         self.strategy.prepare(self.model, self.plan, self.registry, self.say)
         self.net: nn.Module = self.strategy.wrap(self.model)
         if self.cfg["compile"]:
@@ -351,8 +352,13 @@ class Trainer:
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Continue from a checkpoint: optimizer, grad scaler, TrainState and every RNG."""
         training = ckpt.read_training_state(self._resume_from)
+        if training is not None and "optimizer" in training:
+            self.strategy.load_optimizer(self.model, self.optimizer, training["optimizer"])
+        elif (self._resume_from / OPTIMIZER_SHARDS).is_dir():  # saved sharded (FSDP), by any world size
+            from mmkit.fsdp import load_sharded_optimizer
+
+            load_sharded_optimizer(self.model, self.optimizer, self._resume_from)
         if training is not None:
-            self.optimizer.load_state_dict(training["optimizer"])
             if training.get("scaler"):  # empty when saved by a disabled (non-fp16) scaler
                 self.precision.scaler.load_state_dict(training["scaler"])
         self.state.load_state_dict(saved)
@@ -453,7 +459,8 @@ class Trainer:
         return values
 
     def evaluate(self, loader: Iterable[Batch]) -> dict[str, float]:
-        return evaluate(self.net, loader, self.device, self.precision.dtype, self.dist.gather_metrics)
+        return evaluate(self.net, self.strategy.eval_batches(self.net, loader), self.device, self.precision.dtype,
+                        self.dist.gather_metrics)
 
     @contextmanager
     def _paused(self) -> Iterator[None]:
@@ -479,13 +486,20 @@ class Trainer:
         """Write ``checkpoints/NAME`` atomically. Every rank calls it (a sharded strategy gathers the
         weights); rank 0 writes."""
         module = self.strategy.state_module(self.model)
+        tmp = None
+        if self.strategy.sharded_optimizer:  # every rank writes its shard into rank 0's temp folder
+            made = str(ckpt.make_tmp(self.run.checkpoints, name)) if self.dist.main else ""
+            tmp = Path(self.dist.broadcast(made))
+            self.strategy.save_optimizer(self.model, self.optimizer, tmp)
         if not self.dist.main:
             return
         self.state.data = self.data.state_dict()
         state = {**self.state.state_dict(), "fit_state": self.model.fit_state(), "model": self.recipe.model_signature(),
                  "columns": {**self.plan.field_columns, **self.plan.target_columns}, "seed": self.seed}
-        training = {"optimizer": self.optimizer.state_dict(), "scaler": self.precision.scaler.state_dict()}
-        ckpt.save_checkpoint(self.run.checkpoints, name, module, state, training)
+        training = {"scaler": self.precision.scaler.state_dict()}
+        if tmp is None:
+            training["optimizer"] = self.optimizer.state_dict()
+        ckpt.save_checkpoint(self.run.checkpoints, name, module, state, training, tmp=tmp)
 
     # ------------------------------------------------------------------------------------ the end
     def finish(self) -> RunResult:

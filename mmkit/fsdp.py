@@ -15,6 +15,7 @@ any world size (resharded by DCP), including one process without FSDP.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -94,6 +95,8 @@ class FSDPStrategy(Strategy):
             kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=self.dtype, reduce_dtype=torch.float32)
         for name in self.units or fsdp_units(model):
             fully_shard(model.get_submodule(name) if name else model, **kwargs)
+        if not self.dist.main:  # the same warning from every rank: rank 0's copy is enough
+            warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
         return model
 
     def no_sync(self, net: nn.Module, sync: bool) -> AbstractContextManager[Any]:
@@ -159,7 +162,9 @@ def load_sharded_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, c
 
     state = {"optimizer": get_optimizer_state_dict(model, optimizer)}
     try:
-        dcp.load(state, checkpoint_id=str(checkpoint / OPTIMIZER_SHARDS))
+        with warnings.catch_warnings():  # one process reads every shard: what DCP warns about is the intent
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, checkpoint_id=str(checkpoint / OPTIMIZER_SHARDS))
     except Exception as exc:  # noqa: BLE001 - a missing or damaged shard must name the folder
         raise MmkitError(f"{checkpoint / OPTIMIZER_SHARDS}: cannot load the sharded optimizer state: "
                          f"{type(exc).__name__}: {exc}") from exc

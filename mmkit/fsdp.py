@@ -117,7 +117,7 @@ class FSDPStrategy(Strategy):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return _StateHolder(full)
+        return _StateHolder(full)  # type: ignore[arg-type]  # a model state dict holds tensors
 
     def load_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer, saved: Any) -> None:
         """A plain ``optimizer.state_dict()`` (a checkpoint of a run in one process): its parameter
@@ -189,11 +189,12 @@ def _gradient_sync(net: nn.Module, sync: bool) -> Iterator[None]:
     if sync or not hasattr(net, "set_requires_gradient_sync"):
         yield
         return
-    net.set_requires_gradient_sync(False)
+    switch: Any = net.set_requires_gradient_sync  # FSDPModule's method (added by fully_shard)
+    switch(False)
     try:
         yield
     finally:
-        net.set_requires_gradient_sync(True)
+        switch(True)
 
 
 __all__ = ["FSDPStrategy", "fsdp_unit_sizes", "fsdp_units", "load_sharded_optimizer"]

@@ -81,7 +81,8 @@ def diff_recipes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]
 def split_changes(changes: Sequence[Change], old_world: int, new_world: int) -> tuple[list[Change], list[Change]]:
     """``(refused, allowed)``. ``train.batch_size`` is allowed when the global batch (per-process
     batch x world size) stays the same, e.g. a 2-process run with 4 resumed in 1 process with 8."""
-    refused, allowed = [], []
+    refused: list[Change] = []
+    allowed: list[Change] = []
     for c in changes:
         same_global = (c.key == "train.batch_size" and isinstance(c.old, int) and isinstance(c.new, int)
                        and c.old * old_world == c.new * new_world)

@@ -71,9 +71,23 @@ def normalized(doc: Mapping[str, Any]) -> dict[str, Any]:
     return tomllib.loads(dump_toml(dict(doc)))
 
 
+def _defaults() -> dict[str, Any]:
+    """``section.key`` -> default of the [run], [data] and [train] keys (a run recorded before a key
+    existed has it at its default)."""
+    from mmkit.recipe import DATA_PARAMS, RUN_PARAMS, TRAIN_PARAMS
+
+    return {f"{section}.{p.name}": p.default for section, params in
+            (("run", RUN_PARAMS), ("data", DATA_PARAMS), ("train", TRAIN_PARAMS)) for p in params}
+
+
 def diff_recipes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
-    """Every key whose value differs between two resolved recipes (run.name/output_dir ignored)."""
+    """Every key whose value differs between two resolved recipes (run.name/output_dir ignored; a key
+    missing from the old one counts as its default)."""
     a, b = _flatten(old), _flatten(new)
+    defaults = _defaults()
+    for key, value in defaults.items():
+        if key not in a and key in b and b[key] == value:
+            a[key] = value
     return [Change(k, a.get(k, _MISSING), b.get(k, _MISSING)) for k in sorted(set(a) | set(b))
             if k not in IGNORED_KEYS and a.get(k, _MISSING) != b.get(k, _MISSING)]
 

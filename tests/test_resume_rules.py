@@ -128,3 +128,12 @@ def test_batch_size_may_change_only_with_the_same_global_batch() -> None:
     change = [Change("train.batch_size", 4, 8)]
     assert split_changes(change, old_world=2, new_world=1) == ([], change)  # 2 x 4 == 1 x 8
     assert split_changes(change, old_world=1, new_world=1) == (change, [])
+
+
+def test_a_key_the_run_predates_counts_as_its_default() -> None:
+    from mmkit.resume import diff_recipes
+
+    old = {"train": {"lr": 0.01}}
+    assert diff_recipes(old, {"train": {"lr": 0.01, "compile": False}}) == []  # added later, at its default
+    assert [str(c) for c in diff_recipes(old, {"train": {"lr": 0.01, "compile": True}})] == [
+        "train.compile: (absent) -> True"]

@@ -128,8 +128,9 @@ class FSDPStrategy(Strategy):
         order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
         state = {order[int(k)]: v for k, v in saved["state"].items()}
         groups = [{**g, "params": [order[int(i)] for i in g["params"]]} for g in saved["param_groups"]]
+        # strict=False: a parameter that never had a gradient has no state yet (a fresh one is used)
         set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups},
-                                 options=StateDictOptions(full_state_dict=True))
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
 
     def eval_batches(self, net: nn.Module, loader: Any) -> Iterator[Any]:
         """This rank's batches, then forward passes on its last batch until it ran as many as the

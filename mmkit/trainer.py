@@ -273,6 +273,9 @@ class Trainer:
         self.monitor = Monitor.from_recipe(self.cfg, self.model.head)
         if self._resume is not None:
             self.restore(self._resume)
+            if self.dist.main:  # restored: the run's recipe and history now say what it continues with
+                self.run.write_recipe(dump_toml(self.recipe.to_dict()))
+                self.record_history(self._changes)
         self.state.rng = RngSnapshot()
         self.callbacks = CallbackList(build_callbacks(self.cfg["callbacks"], self.registry, self.recipe.source,
                                                       self.extra_callbacks, self.say), self.dist.main)
@@ -293,7 +296,8 @@ class Trainer:
                 self.say(f"resume: {self.run.path} has no checkpoint yet; training from the start")
             self.model = assemble(self.recipe, self.registry, self.plan)
             changes = None
-        if self.dist.main:
+        self._changes = changes
+        if self.dist.main and changes is None:  # a resume writes its recipe once it has restored (setup)
             self.run.write_recipe(dump_toml(self.recipe.to_dict()))
             self.record_history(changes)
         self.model.to(self.device)

@@ -19,6 +19,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from mmkit import Callback
 from mmkit.cli import cli
 from mmkit.distributed import Dist, Strategy, make_strategy
 from mmkit.errors import RecipeError
@@ -206,3 +207,21 @@ def test_frozen_encoder_with_the_cache_trains_under_fsdp(recipe: Path) -> None:
     a, b = _weights(single.run_dir), _weights(recipe.parent / "runs" / "fsdp")
     _assert_close(a, b)
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("encoders.text."))  # frozen: untouched
+
+
+class _StopAt(Callback):
+    def on_step_end(self, trainer) -> None:
+        if trainer.state.step >= 5:
+            trainer.request_stop("test", interrupt=True)
+
+
+@pytest.mark.slow
+def test_one_process_checkpoint_resumes_under_fsdp(recipe: Path) -> None:
+    """The plain optimizer state of a 1-process run is named and sharded on load (a parameter that
+    never had a gradient has no state yet)."""
+    single = train(load_recipe(recipe, ["run.name=single"]), quiet=True)
+    cut = train(load_recipe(recipe, ["train.strategy=fsdp"]), quiet=True, callbacks=[_StopAt()])
+    assert cut.interrupted
+    done = _launch(recipe, {**os.environ, "OMP_NUM_THREADS": "1"}, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_close(_weights(single.run_dir), _weights(cut.run_dir))

@@ -133,17 +133,21 @@ class FSDPStrategy(Strategy):
                                  options=StateDictOptions(full_state_dict=True, strict=False))
 
     def eval_batches(self, net: nn.Module, loader: Any) -> Iterator[Any]:
-        """This rank's batches, then forward passes on its last batch until it ran as many as the
-        rank with the most (evaluation shards differ by up to one batch; every forward is collective)."""
-        n, last = 0, None
-        for batch in loader:
-            n, last = n + 1, batch
-            yield batch
-        most = self.dist.max_int(n, self.device)
-        if most > n and last is None:
-            raise MmkitError(f"fsdp: rank {self.dist.rank} has no evaluation rows (fewer rows than processes)")
-        for _ in range(most - n):
-            net(last.to(self.device))  # type: ignore[union-attr]  # result discarded
+        """This rank's batches, and a discarded forward pass on its last batch for every batch another
+        rank still has (evaluation shards differ by up to one batch; every forward is collective).
+        Before each batch the ranks agree whether any has one left: one all-reduce of one integer."""
+        batches, last = iter(loader), None
+        while True:
+            batch = next(batches, None)
+            if not self.dist.max_int(int(batch is not None), self.device):
+                return
+            if batch is not None:
+                last = batch
+                yield batch
+            elif last is None:
+                raise MmkitError(f"fsdp: rank {self.dist.rank} has no evaluation rows (fewer rows than processes)")
+            else:
+                net(last.to(self.device))  # result discarded
 
     def save_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> bool:
         """Every rank writes its shard of the optimizer state into ``folder/optimizer``."""

@@ -195,8 +195,11 @@ def test_two_process_fsdp_matches_one_process_and_resumes_in_two_and_in_one(reci
 
 
 @pytest.mark.slow
-def test_frozen_encoder_with_the_cache_trains_under_fsdp(recipe: Path) -> None:
-    frozen = ["--set", "model.encoders.text.freeze=true", "--set", "train.max_steps=4"]
+def test_frozen_encoder_with_the_cache_and_accumulation_under_fsdp(recipe: Path) -> None:
+    """Also 2 x 2 micro-batches of 2 per step (no reduce-scatter on the first) and uneven evaluation
+    shards (13 rows in batches of 2: 4 on rank 0, 3 on rank 1; the ranks must not hang)."""
+    frozen = ["--set", "model.encoders.text.freeze=true", "--set", "train.max_steps=4", "--set", "train.batch_size=2",
+              "--set", "train.grad_accum=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = _launch(recipe, env, *frozen)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -204,26 +204,31 @@ class RunDir:
 
     def read_history(self) -> list[dict[str, Any]]:
         """The records of ``history.jsonl``, oldest first (a line cut short by a crash is skipped)."""
-        return _read_jsonl(self.history)
+        if not self.history.is_file():
+            return []
+        out = []
+        for line in self.history.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The records of ``metrics.jsonl`` (a line cut short by a crash is skipped)."""
-        return _read_jsonl(self.metrics)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON Lines file, skipping lines a crash cut short; [] when absent."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+        if not self.metrics.is_file():
+            return []
+        out = []
+        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
 
 
 def _is_number(value: Any) -> bool:

@@ -255,6 +255,7 @@ def _model_tree(title: str, rec: Any, model: Any, plan: Any) -> Any:
     from rich.tree import Tree
 
     from mmkit.model import count_parameters
+    from mmkit.registry import get_registry
 
     trainable, frozen = count_parameters(model)
     tree = Tree(f"[bold]{title}[/bold]: {trainable:,} trainable, {frozen:,} frozen parameters")
@@ -280,6 +281,10 @@ def _model_tree(title: str, rec: Any, model: Any, plan: Any) -> Any:
                         "sharded over the ranks, then the root")
         for name, (count, is_frozen) in fsdp_unit_sizes(model, units).items():
             fsdp.add(f"{name or 'root (the rest)'}: {count:,} parameters" + (" (frozen)" if is_frozen else ""))
+        from mmkit.distributed import absent_field_reasons
+
+        for reason in absent_field_reasons(model, plan, get_registry(), ("train", "val", "test"), trainable_only=False):
+            fsdp.add(f"[red]refused with several processes[/red]: {reason} (use train.strategy = 'ddp')")
     if rec.train["callbacks"]:
         tree.add("callbacks (besides the built-in ones): " + ", ".join(
             c if isinstance(c, str) else str(c.get("type")) for c in rec.train["callbacks"]))

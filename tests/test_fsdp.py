@@ -228,3 +228,10 @@ def test_one_process_checkpoint_resumes_under_fsdp(recipe: Path) -> None:
     done = _launch(recipe, {**os.environ, "OMP_NUM_THREADS": "1"}, "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_close(_weights(single.run_dir), _weights(cut.run_dir))
+
+
+def test_check_says_fsdp_would_refuse_absent_modalities(recipe: Path) -> None:
+    result = CliRunner().invoke(cli, ["check", str(recipe), "--no-rows", "--set", "train.strategy=fsdp",
+                                      "--set", "data.options.p_missing=0.3"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "refused with several processes: field 'text' is absent from" in result.output

@@ -17,7 +17,7 @@ from mmkit.errors import MmkitError
 from mmkit.rundir import STATE, TRAINING_STATE, WEIGHTS, checkpoint_complete
 from mmkit.rundir import find_checkpoint as _find
 
-__all__ = ["STATE", "TRAINING_STATE", "WEIGHTS", "CheckpointError", "find_checkpoint", "load_weights",
+__all__ = ["STATE", "TRAINING_STATE", "WEIGHTS", "CheckpointError", "find_checkpoint", "load_weights", "make_tmp",
            "read_state", "read_training_state", "save_checkpoint", "save_weights"]
 
 
@@ -66,23 +66,36 @@ def load_weights(model: nn.Module, path: Path, strict: bool = True) -> None:
                               f"unexpected keys: {sorted(unexpected)[:10]}")
 
 
-def save_checkpoint(folder: Path, name: str, model: nn.Module, state: dict[str, Any],
-                    training_state: dict[str, Any] | None = None) -> Path:
-    """Write ``folder/name/`` atomically: weights, JSON ``state`` and tensor ``training_state``."""
+def make_tmp(folder: Path, name: str) -> Path:
+    """A new temp folder for checkpoint ``name`` that other processes fill too (sharded optimizer state)
+    before :func:`save_checkpoint` completes and renames it."""
     folder.mkdir(parents=True, exist_ok=True)
     _clean_stale(folder, name)
     tmp = folder / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def save_checkpoint(folder: Path, name: str, model: nn.Module, state: dict[str, Any],
+                    training_state: dict[str, Any] | None = None, tmp: Path | None = None) -> Path:
+    """Write ``folder/name/`` atomically: weights, JSON ``state`` and tensor ``training_state``.
+    ``tmp``: a folder from :func:`make_tmp` that already holds other files of the checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if tmp is None:
+        _clean_stale(folder, name)
+    tmp = tmp or folder / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     final = folder / name
     old: Path | None = None
     try:
-        tmp.mkdir()
+        tmp.mkdir(exist_ok=True)
         save_weights(model, tmp / WEIGHTS)
         if training_state is not None:
             torch.save(training_state, tmp / TRAINING_STATE)
         _write_json(tmp / STATE, state)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
         _fsync_dir(tmp)
         if final.exists():
             old = folder / f".old-{name}-{uuid.uuid4().hex[:8]}"

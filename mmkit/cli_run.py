@@ -83,13 +83,40 @@ def run_cmd(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bo
 
     rec = load_recipe(recipe, overrides)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    result = train(rec, mode=mode, quiet=quiet)  # progress and the summary table: callbacks, on stderr
-    if result.interrupted:
-        sys.exit(130)
+    # progress and the summary table: callbacks, on stderr
+    result = train(rec, mode=mode, quiet=quiet, overrides=overrides)
+    code = _exit_code(result)
+    if os.environ.get(EXIT_FILE_ENV):  # a worker under --nproc: rank 0 reports, torchrun sees a clean exit
+        _report_exit(code)
+    elif code:
+        sys.exit(code)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if as_json:
         click.echo(json.dumps(result.summary, indent=2))
+
+
+#: set by ``--nproc``: the file rank 0 writes its exit code to, so the launcher exits with it
+EXIT_FILE_ENV = "MMKIT_LAUNCH_EXIT_FILE"
+
+
+def _exit_code(result: Any) -> int:
+    """0 finished; 75 preempted (SIGTERM/SIGUSR1), 130 interrupted (Ctrl-C): both resumable."""
+    from mmkit.preempt import EXIT_INTERRUPTED, EXIT_PREEMPTED
+
+    if not result.interrupted:
+        return 0
+    return EXIT_PREEMPTED if result.summary.get("preempted") else EXIT_INTERRUPTED
+
+
+def _report_exit(code: int) -> None:
+    """Rank 0 under ``--nproc``: tell the launching process how training ended (torchrun's own exit
+    code says only that a worker exited non-zero)."""
+    path = os.environ.get(EXIT_FILE_ENV)
+    if path and int(os.environ.get("RANK", "0")) == 0 and int(os.environ.get("GROUP_RANK", "0")) == 0:
+        from mmkit.safeio import write_text_atomic
+
+        write_text_atomic(Path(path), str(code))
 
 
 def _sweep(recipe: str, overrides: tuple[str, ...], sweeps: tuple[str, ...], seeds: int, jobs: int,
@@ -122,17 +149,70 @@ def _sweep(recipe: str, overrides: tuple[str, ...], sweeps: tuple[str, ...], see
 
 def _launch(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bool, quiet: bool, as_json: bool,
             nproc: int, nnodes: int, node_rank: int, master_addr: str, master_port: int) -> None:
-    """Re-run this command under torch's own launcher (torch.distributed.run), one process per rank."""
+    """Re-run this command under torch's own launcher (torch.distributed.run), one process per rank.
+
+    SIGTERM/SIGUSR1 sent to this process are passed on to the workers (torchrun's children), which
+    stop after the current step with a checkpoint and exit cleanly; this process then exits with rank
+    0's code (75 after a preemption stop), read from a file it writes. torchrun itself also handles
+    SIGUSR1 (a scheduler may signal every process) and gives the workers ``--shutdown-timeout``
+    seconds before it kills them."""
     import subprocess
+    import tempfile
+
+    from mmkit.preempt import PREEMPT_SIGNALS
 
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}",
                 f"--node-rank={node_rank}", f"--master-addr={master_addr}", f"--master-port={master_port}",
+                "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "--shutdown-timeout=120",
                 "-m", "mmkit", "run", recipe]
     for item in overrides:
         launcher += ["--set", item]
     launcher += [flag for flag, on in (("--resume", resume), ("--overwrite", overwrite), ("--quiet", quiet),
                                        ("--json", as_json)) if on]
-    sys.exit(subprocess.call(launcher))
+    fd, exit_file = tempfile.mkstemp(prefix="mmkit-exit-")
+    os.close(fd)
+    proc = subprocess.Popen(launcher, env={**os.environ, EXIT_FILE_ENV: exit_file})
+    import signal
+
+    previous = {sig: signal.signal(sig, lambda signum, _frame: _forward(proc, signum)) for sig in PREEMPT_SIGNALS}
+    try:
+        code = _wait(proc)
+        reported = Path(exit_file).read_text(encoding="utf-8").strip()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        Path(exit_file).unlink(missing_ok=True)
+    sys.exit(int(reported) if reported.isdigit() else code)
+
+
+def _forward(proc: Any, signum: int) -> None:
+    """Send ``signum`` to torchrun's worker processes (Linux /proc), else to torchrun itself."""
+    try:
+        pids = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        pids = []
+    if not pids:
+        proc.send_signal(signum)
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def _wait(proc: Any) -> int:
+    """Wait for the launcher. A Ctrl-C on the terminal reaches the workers too, so keep waiting while
+    they write their checkpoint; a second one is passed on to torchrun (which stops the workers)."""
+    import signal
+
+    interrupts = 0
+    while True:
+        try:
+            return int(proc.wait())
+        except KeyboardInterrupt:
+            interrupts += 1
+            if interrupts > 1:
+                proc.send_signal(signal.SIGINT)
 
 
 @click.command("check", context_settings=SETTINGS)
@@ -187,6 +267,7 @@ def _model_tree(title: str, rec: Any, model: Any, plan: Any) -> Any:
     from rich.tree import Tree
 
     from mmkit.model import count_parameters
+    from mmkit.registry import get_registry
 
     trainable, frozen = count_parameters(model)
     tree = Tree(f"[bold]{title}[/bold]: {trainable:,} trainable, {frozen:,} frozen parameters")
@@ -205,6 +286,18 @@ def _model_tree(title: str, rec: Any, model: Any, plan: Any) -> Any:
     sizes = ", ".join(f"{k} {len(v)}" if plan.stream(k) is None else f"{k} {plan.stream(k).total} streamed"
                       for k, v in plan.splits.splits.items())
     tree.add(f"data: {plan.splits.name} ({sizes})")
+    if rec.train["strategy"] == "fsdp":
+        from mmkit.fsdp import fsdp_unit_sizes, fsdp_units
+
+        units = fsdp_units(model)
+        fsdp = tree.add(f"fsdp (with --nproc > 1; one process trains the whole model): {len(units) - 1} units "
+                        "sharded over the ranks, then the root")
+        for name, (count, is_frozen) in fsdp_unit_sizes(model, units).items():
+            fsdp.add(f"{name or 'root (the rest)'}: {count:,} parameters" + (" (frozen)" if is_frozen else ""))
+        from mmkit.distributed import absent_field_reasons
+
+        for reason in absent_field_reasons(model, plan, get_registry(), ("train", "val", "test"), trainable_only=False):
+            fsdp.add(f"[red]refused with several processes[/red]: {reason} (use train.strategy = 'ddp')")
     if rec.train["callbacks"]:
         tree.add("callbacks (besides the built-in ones): " + ", ".join(
             c if isinstance(c, str) else str(c.get("type")) for c in rec.train["callbacks"]))

@@ -4,9 +4,12 @@ A run directory, written by ``mmkit run``::
 
     recipe.resolved.toml            the complete recipe (every default filled in)
     metrics.jsonl                   one JSON record per log line, evaluation, epoch and the final result
+    history.jsonl                   one record per start/resume: the command's --set overrides, the data
+                                    manifests' size + hash, the keys a resume changed (mmkit.resume)
     summary.json                    written when the run finishes: final/best metrics, speed, sizes
     checkpoints/{last,best}/        model.safetensors, state.json (TrainState + fit state),
-                                    training_state.pt (optimizer, grad scaler; plain tensors only)
+                                    training_state.pt (optimizer, grad scaler; plain tensors only);
+                                    optimizer/ instead of the optimizer under FSDP (sharded, DCP)
     tensorboard/                    with ``train.tensorboard = true``
     inputs/                         data handed to ``mmkit.fit`` in memory: {train,val,test}.jsonl and
                                     files/ (images that were PIL objects or bytes)
@@ -42,6 +45,7 @@ from mmkit.safeio import (
 RECIPE = "recipe.resolved.toml"
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
+HISTORY = "history.jsonl"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 INPUTS = "inputs"
@@ -51,6 +55,7 @@ LOCK = ".lock"
 WEIGHTS = "model.safetensors"
 STATE = "state.json"
 TRAINING_STATE = "training_state.pt"
+OPTIMIZER_SHARDS = "optimizer"  # the optimizer state of a sharded (FSDP) run, torch.distributed.checkpoint
 LAST, BEST = "last", "best"
 
 
@@ -116,6 +121,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.path / METRICS
+
+    @property
+    def history(self) -> Path:
+        return self.path / HISTORY
 
     @property
     def checkpoints(self) -> Path:
@@ -200,6 +209,27 @@ class RunDir:
         JSON: a non-finite value is null)."""
         with open(self.metrics, "a", encoding="utf-8") as fh:
             fh.write(dumps_json(record) + "\n")
+
+    def append_history(self, record: Mapping[str, Any]) -> None:
+        """One start/resume record appended to ``history.jsonl`` (flushed to disk: a resume reads it)."""
+        with open(self.history, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_history(self) -> list[dict[str, Any]]:
+        """The records of ``history.jsonl``, oldest first (a line cut short by a crash is skipped)."""
+        if not self.history.is_file():
+            return []
+        out = []
+        for line in self.history.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The records of ``metrics.jsonl`` (a line cut short by a crash is skipped)."""

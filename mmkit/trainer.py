@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +34,11 @@ from mmkit.interfaces import Batch
 from mmkit.loaders import TrainData
 from mmkit.model import count_parameters
 from mmkit.optim import Schedule, make_optimizer, param_groups
+from mmkit.preempt import Preemption
 from mmkit.recipe import Recipe, dump_toml
 from mmkit.registry import Registry, get_registry
 from mmkit.rng import RngSnapshot, restore_rng, seed_everything
-from mmkit.rundir import LAST, RunDir, RunLock, prepare_run_dir
+from mmkit.rundir import LAST, OPTIMIZER_SHARDS, RunDir, RunLock, prepare_run_dir
 from mmkit.trained import load_trained
 
 
@@ -167,9 +168,9 @@ class _Printer:
 
             self.console = Console(stderr=True, highlight=False)
 
-    def __call__(self, message: str) -> None:
-        if self.on:
-            self.console.print(message, markup=False)
+    def __call__(self, message: str, soft_wrap: bool = False) -> None:
+        if self.on:  # soft_wrap: one line however long (a command to copy)
+            self.console.print(message, markup=False, soft_wrap=soft_wrap)
 
 
 class Trainer:
@@ -185,13 +186,16 @@ class Trainer:
     data_class: type[TrainData] = TrainData
 
     def __init__(self, recipe: Recipe, *, mode: str = "new", quiet: bool = False, registry: Registry | None = None,
-                 callbacks: Iterable[Callback] = ()) -> None:
+                 callbacks: Iterable[Callback] = (), overrides: Sequence[str] = ()) -> None:
         self.recipe, self.mode, self.quiet = recipe, mode, quiet
+        self.overrides = list(overrides)  # the command's --set items: recorded, repeated by the resume hint
         self.cfg = recipe.train
         self.registry = registry or get_registry()
         self.seed = int(recipe.run["seed"])
         self.state = TrainState()
-        self.extra_callbacks = list(callbacks)
+        self.preemption = Preemption()  # SIGTERM/SIGUSR1 -> stop after the step, agreed by all ranks
+        self.preempted: str | None = None  # the signal's name once a preemption stop is decided
+        self.extra_callbacks = [*callbacks, self.preemption]
         self.callbacks = CallbackList([])  # built at the end of setup()
         self.step_metrics: dict[str, Any] = {}
         self.last_eval: tuple[int, dict[str, float]] | None = None
@@ -209,7 +213,7 @@ class Trainer:
         self.t0 = self.clock()
         self.setup_process()
         self.setup_run_dir()
-        with RunLock(self.run.path) if self.dist.main else nullcontext():
+        with RunLock(self.run.path) if self.dist.main else nullcontext(), self.preemption:
             try:
                 try:
                     self.setup()
@@ -247,6 +251,7 @@ class Trainer:
         t = self.cfg
         kind = "cuda" if t["device"] == "cuda" or (t["device"] == "auto" and torch.cuda.is_available()) else "cpu"
         self.dist: Dist = init_distributed(kind)
+        self.state.world = self.dist.world  # a resumed state replaces it (restore compares the two)
         self.device = choose_device(t["device"], self.dist.local_rank, what="train.device")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -276,7 +281,9 @@ class Trainer:
         self.monitor = Monitor.from_recipe(self.cfg, self.model.head)
         preflight.check_monitor(self.monitor, self.model, self.data.val, self.device, self.precision.dtype,
                                 self.recipe.source)  # on the bare model: no collective of a strategy yet
-        self.strategy = make_strategy(self.cfg["strategy"], self.dist, self.device, self.recipe.source)
+        self.strategy = make_strategy(self.cfg["strategy"], self.dist, self.device, self.recipe.source,
+                                      self.precision.dtype)
+        self.strategy.prepare(self.model, self.plan, self.registry, self.say)
         self.net: nn.Module = self.strategy.wrap(self.model)
         if self.cfg["compile"]:
             self.net = torch.compile(self.net)  # type: ignore[assignment]
@@ -284,6 +291,9 @@ class Trainer:
         self.schedule = Schedule.from_recipe(self.cfg, self.total_steps)
         if self._resume is not None:
             self.restore(self._resume)
+            if self.dist.main:  # restored: the run's recipe and history now say what it continues with
+                self.run.write_recipe(dump_toml(self.recipe.to_dict()))
+                self.record_history(self._changes)
         self.state.rng = RngSnapshot()
         self.callbacks = CallbackList(build_callbacks(self.cfg["callbacks"], self.registry, self.recipe.source,
                                                       self.extra_callbacks, self.say), self.dist.main)
@@ -299,17 +309,52 @@ class Trainer:
                                    registry=self.registry)
             self.model, self._resume = trained.model, trained.state
             self._resume_from = last
+            changes = self.check_resume(trained.state or {})
         else:
             if self.mode == "resume":
                 self.say(f"resume: {self.run.path} has no checkpoint yet; training from the start")
             self.model = assemble(self.recipe, self.registry, self.plan)
-        if self.dist.main:
+            changes = None
+        self._changes = changes
+        if self.dist.main and changes is None:  # a resume writes its recipe once it has restored (setup)
             self.run.write_recipe(dump_toml(self.recipe.to_dict()))
+            self.record_history(changes)
         self.model.to(self.device)
         trainable, frozen = count_parameters(self.model)
         self.params = {"trainable": trainable, "frozen": frozen}
         self.say(f"model: {trainable:,} trainable + {frozen:,} frozen parameters on {self.device}"
                  + (f" with {self.precision.name} autocast" if self.precision.dtype else ""))
+
+    def check_resume(self, saved: Mapping[str, Any]) -> list[Any]:
+        """Refuse a resume whose recipe or data differs from the run's (:mod:`mmkit.resume`); rank 0
+        decides and every rank raises the same error. Returns the safe changes."""
+        from mmkit.resume import check_resume, manifest_fingerprints
+
+        verdict: tuple[str, list[Any]] = ("", [])
+        if self.dist.main:
+            self._manifests = manifest_fingerprints(self.recipe.data, self.recipe.base_dir)
+            try:
+                verdict = ("", check_resume(self.run, self.recipe.to_dict(), self._manifests,
+                                            old_world=int(saved.get("world", 1)), new_world=self.dist.world))
+            except RecipeError as exc:
+                verdict = (str(exc), [])
+        error, changes = self.dist.broadcast(verdict)
+        if error:
+            raise RecipeError(error)
+        for change in changes:
+            self.say(f"resume: {change} (allowed, recorded in the run's history)")
+        return list(changes)
+
+    def record_history(self, changes: list[Any] | None) -> None:
+        """Rank 0: one history record, a start (``changes`` None) or a resume with its safe changes."""
+        from mmkit.resume import history_record, manifest_fingerprints
+
+        manifests = getattr(self, "_manifests", None)
+        if manifests is None:
+            manifests = manifest_fingerprints(self.recipe.data, self.recipe.base_dir)
+        step = int((self._resume or {}).get("step", 0))
+        self.run.append_history(history_record("start" if changes is None else "resume", step, self.overrides,
+                                               manifests, changes or (), self.dist.world))
 
     def setup_data(self) -> None:
         """Frozen-encoder caches and the DataLoaders; the step budget follows from the epoch length."""
@@ -331,8 +376,13 @@ class Trainer:
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Continue from a checkpoint: optimizer, grad scaler, TrainState and every RNG."""
         training = ckpt.read_training_state(self._resume_from)
+        if training is not None and "optimizer" in training:
+            self.strategy.load_optimizer(self.model, self.optimizer, training["optimizer"])
+        elif (self._resume_from / OPTIMIZER_SHARDS).is_dir():  # saved sharded (FSDP), by any world size
+            from mmkit.fsdp import load_sharded_optimizer
+
+            load_sharded_optimizer(self.model, self.optimizer, self._resume_from)
         if training is not None:
-            self.optimizer.load_state_dict(training["optimizer"])
             if training.get("scaler"):  # empty when saved by a disabled (non-fp16) scaler
                 self.precision.scaler.load_state_dict(training["scaler"])
         self.state.load_state_dict(saved)
@@ -433,7 +483,8 @@ class Trainer:
         return values
 
     def evaluate(self, loader: Iterable[Batch]) -> dict[str, float]:
-        return evaluate(self.net, loader, self.device, self.precision.dtype, self.dist.gather_metrics)
+        return evaluate(self.net, self.strategy.eval_batches(self.net, loader), self.device, self.precision.dtype,
+                        self.dist.gather_metrics)
 
     @contextmanager
     def _paused(self) -> Iterator[None]:
@@ -459,13 +510,20 @@ class Trainer:
         """Write ``checkpoints/NAME`` atomically. Every rank calls it (a sharded strategy gathers the
         weights); rank 0 writes."""
         module = self.strategy.state_module(self.model)
+        tmp = None
+        if self.strategy.sharded_optimizer:  # every rank writes its shard into rank 0's temp folder
+            made = str(ckpt.make_tmp(self.run.checkpoints, name)) if self.dist.main else ""
+            tmp = Path(self.dist.broadcast(made))
+            self.strategy.save_optimizer(self.model, self.optimizer, tmp)
         if not self.dist.main:
             return
         self.state.data = self.data.state_dict()
         state = {**self.state.state_dict(), "fit_state": self.model.fit_state(), "model": self.recipe.model_signature(),
                  "columns": {**self.plan.field_columns, **self.plan.target_columns}, "seed": self.seed}
-        training = {"optimizer": self.optimizer.state_dict(), "scaler": self.precision.scaler.state_dict()}
-        ckpt.save_checkpoint(self.run.checkpoints, name, module, state, training)
+        training = {"scaler": self.precision.scaler.state_dict()}
+        if tmp is None:
+            training["optimizer"] = self.optimizer.state_dict()
+        ckpt.save_checkpoint(self.run.checkpoints, name, module, state, training, tmp=tmp)
 
     # ------------------------------------------------------------------------------------ the end
     def finish(self) -> RunResult:
@@ -475,9 +533,14 @@ class Trainer:
         s = self.state
         if s.interrupt:
             self.save_checkpoint(LAST)
-            self.say(f"interrupted at step {s.step}; checkpoint written. Resume with: mmkit run {self.recipe.source} "
-                     f"--resume --set run.name={self.run.name}")
-            result = RunResult(self.run.path, {"interrupted": True, "steps": s.step}, self.renamed, True)
+            from mmkit.resume import resume_command
+
+            what = f"preempted by {self.preempted}" if self.preempted else "interrupted"
+            self.say(f"{what} at step {s.step}; checkpoint written. Resume with: "
+                     f"{resume_command(self.recipe.source, self.run.name, self.overrides, self._nproc())}",
+                     soft_wrap=True)
+            result = RunResult(self.run.path, {"interrupted": True, "steps": s.step, "preempted": self.preempted},
+                               self.renamed, True)
         else:
             final = self.final_metrics()
             self.save_checkpoint(LAST)
@@ -487,6 +550,13 @@ class Trainer:
         self.callbacks.fire("on_fit_end", self, result)
         self.dist.finish()
         return result
+
+    def _nproc(self) -> int:
+        """``--nproc`` for the resume hint: the world size of a one-node multi-process run, else 0."""
+        import os
+
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world))
+        return self.dist.world if self.dist.world > 1 and local == self.dist.world else 0
 
     def final_metrics(self) -> dict[str, dict[str, float]]:
         """Validation at the last step (evaluated again unless just done) and the test split."""
@@ -516,9 +586,10 @@ class Trainer:
 
 
 def train(recipe: Recipe, *, mode: str = "new", quiet: bool = False, registry: Registry | None = None,
-          callbacks: Iterable[Callback] = ()) -> RunResult:
-    """Train what ``recipe`` names (see :class:`Trainer`); returns the run directory and its summary."""
-    return Trainer(recipe, mode=mode, quiet=quiet, registry=registry, callbacks=callbacks).fit()
+          callbacks: Iterable[Callback] = (), overrides: Sequence[str] = ()) -> RunResult:
+    """Train what ``recipe`` names (see :class:`Trainer`); returns the run directory and its summary.
+    ``overrides``: the command's ``--set`` items, recorded in the run's history for the resume hint."""
+    return Trainer(recipe, mode=mode, quiet=quiet, registry=registry, callbacks=callbacks, overrides=overrides).fit()
 
 
 __all__ = ["Monitor", "Precision", "RunResult", "TrainState", "Trainer", "TrainingError", "train"]

@@ -213,7 +213,7 @@ class RunDir:
     def append_history(self, record: Mapping[str, Any]) -> None:
         """One start/resume record appended to ``history.jsonl`` (flushed to disk: a resume reads it)."""
         with open(self.history, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(dumps_json(record) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -224,8 +224,8 @@ class RunDir:
         out = []
         for line in self.history.read_text(encoding="utf-8").splitlines():
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
+                rec = loads_json(line, str(self.history))
+            except MmkitError:
                 continue
             if isinstance(rec, dict):
                 out.append(rec)

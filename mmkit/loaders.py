@@ -19,10 +19,17 @@ from mmkit.data import Collator, EmbeddingCache, EpochSampler, Field, Multimodal
 from mmkit.distributed import Dist
 from mmkit.errors import DataError
 from mmkit.interfaces import Batch, Head
+from mmkit.rundir import RunDir
+from mmkit.sample_cache import Budget, CachedDataset, SampleStore, memory_budget
+from mmkit.threads import local_world_size
+
+#: splits the decoded-sample cache covers (read every epoch; test is read once)
+CACHED_SPLITS = ("train", "val")
 
 
 def num_workers(setting: int | str, device: torch.device) -> int:
-    """``auto``: no worker processes on the CPU (they would compete with the model for cores), up
+    """``auto``: no worker processes on the CPU (they compete with the model for the same cores, and
+    with the decoded-sample cache there is little left for them to do after the first epoch), up
     to 8 on a GPU."""
     if setting != "auto":
         return int(setting)
@@ -34,10 +41,12 @@ class TrainData:
 
     def __init__(self, plan: DataPlan, fields: Sequence[Field], head: Head,
                  caches: Mapping[str, Mapping[str, EmbeddingCache]], *, batch_size: int, workers: int | str,
-                 seed: int, dist: Dist, device: torch.device) -> None:
+                 seed: int, dist: Dist, device: torch.device, data_cache: str = "off",
+                 run: RunDir | None = None) -> None:
         self.plan, self.fields, self.head, self.caches = plan, list(fields), head, caches
         self.batch_size, self.seed, self.dist, self.device = batch_size, seed, dist, device
         self.workers = num_workers(workers, device)
+        self.stores = self._stores(data_cache, run)
         train = self.loader("train", train=True)
         if train is None:
             raise DataError(f"{plan.splits.name}: the training split is empty")
@@ -53,9 +62,13 @@ class TrainData:
         if not rows:
             return None
         caches = dict(self.caches.get(split, {}))
-        ds = MultimodalDataset(rows, self.fields, self.head, self.plan.target_columns,
-                               base_dir=self.plan.splits.base_dir, source=self.plan.source(split), train=train,
-                               seed=self.seed, cached=list(caches))
+        kwargs = dict(base_dir=self.plan.splits.base_dir, source=self.plan.source(split), train=train,
+                      seed=self.seed, cached=list(caches))
+        store = self.stores.get(split)
+        ds = (MultimodalDataset(rows, self.fields, self.head, self.plan.target_columns, **kwargs) if store is None
+              else CachedDataset(rows, self.fields, self.head, self.plan.target_columns, store=store, **kwargs))
+        if isinstance(ds, CachedDataset) and self.workers:
+            ds.prefill(range(len(rows)), self.workers)  # a worker's cache would die with it
         sampler = EpochSampler(len(rows), shuffle=train, seed=self.seed, rank=self.dist.rank, world=self.dist.world,
                                pad=train)
         dl = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
@@ -63,6 +76,23 @@ class TrainData:
                                          pin_memory=self.device.type == "cuda", persistent_workers=False,
                                          generator=torch.Generator().manual_seed(self.seed))
         return dl, sampler, ds
+
+    def _stores(self, mode: str, run: RunDir | None) -> dict[str, SampleStore]:
+        """One decoded-sample store per cached split, sharing this process's memory budget."""
+        if mode == "off":
+            return {}
+        budget = Budget(memory_budget(local_world_size()) if mode == "auto" else float("inf"))
+        return {split: SampleStore(mode, budget, run.sample_cache_file(split, self.dist.rank) if run else None)
+                for split in CACHED_SPLITS}
+
+    def cache_summary(self) -> dict[str, Any]:
+        """What the decoded-sample cache holds per split (empty when off), for summary.json."""
+        return {split: store.summary() for split, store in self.stores.items()}
+
+    def close(self) -> None:
+        """Release the decoded-sample cache (memory and spill files)."""
+        for store in self.stores.values():
+            store.close()
 
     def _plain(self, split: str) -> torch.utils.data.DataLoader | None:
         found = self.loader(split, train=False)

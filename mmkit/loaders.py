@@ -62,7 +62,7 @@ class TrainData:
         if not rows:
             return None
         caches = dict(self.caches.get(split, {}))
-        kwargs = dict(base_dir=self.plan.splits.base_dir, source=self.plan.source(split), train=train,
+        kwargs: dict[str, Any] = dict(base_dir=self.plan.splits.base_dir, source=self.plan.source(split), train=train,
                       seed=self.seed, cached=list(caches))
         store = self.stores.get(split)
         ds = (MultimodalDataset(rows, self.fields, self.head, self.plan.target_columns, **kwargs) if store is None

@@ -202,9 +202,9 @@ class SampleStore:
         self.items.clear()
 
     def summary(self) -> dict[str, Any]:
-        return {"mode": self.mode, "rows": len({k[0] for k in self.items}), "memory_mb": round(self.memory_bytes / 2**20, 2),
-                "disk_mb": round(self.disk_bytes / 2**20, 2), "hits": self.hits, "misses": self.misses,
-                "uncacheable": sorted(self.uncacheable), "full": self.full}
+        return {"mode": self.mode, "rows": len({k[0] for k in self.items}),
+                "memory_mb": round(self.memory_bytes / 2**20, 2), "disk_mb": round(self.disk_bytes / 2**20, 2),
+                "hits": self.hits, "misses": self.misses, "uncacheable": sorted(self.uncacheable), "full": self.full}
 
 
 class CachedDataset(MultimodalDataset):

@@ -134,18 +134,18 @@ def choose_threads(setting: int | str, *, workers: int = 0, local_world: int | N
     parts = [f"{world} local rank(s)"] if world > 1 else []
     if workers:
         parts.append(f"{workers} loader worker(s)")
+    after = f" after {', '.join(parts)}" if parts else ""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and 0 < int(env) < n:
         return ThreadChoice(int(env), "auto", cores, "capped by OMP_NUM_THREADS")
     if n == 1:
-        return ThreadChoice(1, "auto", cores, "one free core" + (f" after {', '.join(parts)}" if parts else ""))
+        return ThreadChoice(1, "auto", cores, "one free core" + after)
     if not probe:
-        return ThreadChoice(n, "auto", cores, "free cores" + (f" after {', '.join(parts)}" if parts else ""))
+        return ThreadChoice(n, "auto", cores, "free cores" + after)
     speedup = probe_speedup(n)
     if speedup < MIN_SPEEDUP:
         return ThreadChoice(1, "auto", cores, f"backed off: {n} threads gave no speed-up (cores busy)", speedup)
-    return ThreadChoice(n, "auto", cores, "free cores, measured speed-up" + (f" after {', '.join(parts)}" if parts else ""),
-                        speedup)
+    return ThreadChoice(n, "auto", cores, "free cores, measured speed-up" + after, speedup)
 
 
 def apply_threads(choice: ThreadChoice) -> None:

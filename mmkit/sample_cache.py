@@ -247,7 +247,7 @@ class CachedDataset(MultimodalDataset):
                                              num_workers=workers, collate_fn=_concat)
         for chunk in loader:
             for index, name, item in chunk:
-                if item is _UNCACHEABLE:
+                if isinstance(item, str) and item == _UNCACHEABLE:  # (pickled: not the same object)
                     self.store.uncacheable.add(name)
                 else:
                     self.store.put(index, name, item)

@@ -81,9 +81,20 @@ class TrainData:
         """One decoded-sample store per cached split, sharing this process's memory budget."""
         if mode == "off":
             return {}
-        budget = Budget(memory_budget(local_world_size()) if mode == "auto" else float("inf"))
+        self.cache_budget = float(memory_budget(local_world_size())) if mode == "auto" else float("inf")
+        budget = Budget(self.cache_budget)
         return {split: SampleStore(mode, budget, run.sample_cache_file(split, self.dist.rank) if run else None)
                 for split in CACHED_SPLITS}
+
+    def describe_cache(self) -> str:
+        """The run header's line about the decoded-sample cache."""
+        if not self.stores:
+            return "data cache: off (samples are decoded every epoch)"
+        store = next(iter(self.stores.values()))
+        where = {"memory": "in memory", "disk": "in a memory-mapped file in the run directory",
+                 "auto": f"in memory up to {self.cache_budget / 2**30:.1f} GiB, the rest in a memory-mapped file"}
+        when = "prefilled by the loader workers" if self.workers else "filled during the first epoch"
+        return f"data cache: {store.mode}: decoded {'/'.join(self.stores)} samples kept {where[store.mode]} ({when})"
 
     def cache_summary(self) -> dict[str, Any]:
         """What the decoded-sample cache holds per split (empty when off), for summary.json."""

@@ -89,7 +89,8 @@ def test_run_header_and_summary_record_the_choice(tmp_path: Path, write_tiny_rec
     result = train(load_recipe(recipe))
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary["threads"]["threads"] == 1 and summary["threads"]["setting"] == "1"
-    assert "threads: 1 intra-op" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "threads: 1 intra-op" in err and "data cache: off" in err
 
 
 def test_threads_key_is_validated(tmp_path: Path, write_tiny_recipe) -> None:

@@ -76,7 +76,8 @@ def recipe_doc(args: Any, folder: Path, out_dir: str, name: str, cache: str = "a
             "head": {"type": "classification"},
         },
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3, "log_every": 10,
-                  "device": "cpu", "precision": "fp32", "data_cache": cache, "cache": False},
+                  "device": "cpu", "precision": "fp32", "data_cache": cache, "cache": False,
+                  "num_workers": getattr(args, "workers", "auto")},
     }
 
 
@@ -185,7 +186,7 @@ def mmkit_side(args: Any, folder: Path, tmp: str, runs: Any, log: dict[str, list
         def on_epoch_end(self, trainer: Any, stats: Any) -> None:
             seconds.append(float(stats["seconds"]))
 
-    recipe = build_recipe(recipe_doc(args, folder, tmp, f"run{next(runs)}"), f"<{NAME}>", tmp)
+    recipe = build_recipe(recipe_doc(args, folder, tmp, f"run{next(runs)}", args.data_cache), f"<{NAME}>", tmp)
     result = train(recipe, quiet=True, callbacks=[Epochs()])
     log["threads"].append(result.summary["threads"])
     log["cache"].append(result.summary["data_cache"].get("train", {}))
@@ -249,11 +250,15 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs per repeat (default 3; quick 2)")
     p.add_argument("--batch-size", type=int, default=None, help="default 32; quick 8")
     p.add_argument("--competitors", type=int, default=1, help="CPU-bound processes in the busy phase")
+    p.add_argument("--workers", default="auto", help="mmkit's train.num_workers (default auto = 0 on CPU)")
+    p.add_argument("--data-cache", default="auto", choices=["auto", "memory", "disk", "off"],
+                   help="mmkit's train.data_cache (default auto)")
     p.add_argument("--rss-child", default=None, help=argparse_hidden())
     p.add_argument("--manifest", default=None, help=argparse_hidden())
     args = C.finish_args(p.parse_args(), NAME)
     args.epochs = args.epochs or (2 if args.quick else 3)
     args.batch_size = args.batch_size or (8 if args.quick else 32)
+    args.workers = int(args.workers) if str(args.workers).isdigit() else "auto"
     if args.rss_child:
         return rss_child(args)
     args.images = args.images or (32 if args.quick else 256)
@@ -322,6 +327,7 @@ def report(args: Any, quiet: Any, busy: Any, quiet_threads: list[Any], busy_thre
            f"{'/'.join(map(str, load_quiet))}. Hand loop's one-off decoding: {hand.convert_seconds:.2f} s (not timed).")
     C.write_result(NAME, args, {
         "params": {"images": args.images, "image_size": args.image_size, "epochs": args.epochs,
+                   "workers": str(args.workers), "data_cache": args.data_cache,
                    "batch_size": args.batch_size, "competitors": args.competitors, "hand_threads": hand.threads,
                    "image_model": "test_resnet" if args.quick else "resnet10t"},
         "results": results, "ratios": ratios, "slowdown": slowdown, "thread_choice": choice,

@@ -23,6 +23,8 @@ RSS of one training run in a fresh process with ``data_cache = "off"`` and ``"au
 
     python benchmarks/user_data.py                      # the numbers in docs/performance.md
     python benchmarks/user_data.py --quick              # CI size (test_resnet, 32 px)
+    python benchmarks/user_data.py --clock cpu --no-busy  # quiet phase on the process-CPU clock
+    python benchmarks/user_data.py --no-busy --workers 1  # does a loader worker pay on CPU?
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def recipe_doc(args: Any, folder: Path, out_dir: str, name: str, cache: str = "a
 class Hand:
     """The hand-written loop over pre-decoded tensors (data prepared once, not timed)."""
 
+    clock = staticmethod(time.perf_counter)
+
     def __init__(self, args: Any, recipe: Any, threads: int) -> None:
         import numpy as np
         import torch
@@ -144,7 +148,7 @@ class Hand:
         times, step = [], 0
         running = torch.zeros(())
         for epoch in range(self.args.epochs):
-            t0 = time.perf_counter()
+            t0 = self.clock()
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
             for b in range(per_epoch):
                 idx = perm[b * bs:(b + 1) * bs]
@@ -165,7 +169,7 @@ class Hand:
                 if step % 10 == 0:
                     float(running)
                     running.zero_()
-            times.append(time.perf_counter() - t0)
+            times.append(self.clock() - t0)
         return rates(times, n)
 
 
@@ -250,6 +254,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs per repeat (default 3; quick 2)")
     p.add_argument("--batch-size", type=int, default=None, help="default 32; quick 8")
     p.add_argument("--competitors", type=int, default=1, help="CPU-bound processes in the busy phase")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall (default: what a user waits) or process CPU time (robust to other users' load; "
+                        "meaningful with 1 thread and no workers)")
+    p.add_argument("--no-busy", action="store_true", help="skip the busy phase (b)")
     p.add_argument("--workers", default="auto", help="mmkit's train.num_workers (default auto = 0 on CPU)")
     p.add_argument("--data-cache", default="auto", choices=["auto", "memory", "disk", "off"],
                    help="mmkit's train.data_cache (default auto)")
@@ -266,7 +274,11 @@ def main() -> None:
     load_before = C.loadavg()
 
     from mmkit.recipe import build_recipe
+    from mmkit.trainer import Trainer
 
+    if args.clock == "cpu":
+        Trainer.clock = staticmethod(time.process_time)  # the clock of the loop's train_time
+        Hand.clock = staticmethod(time.process_time)
     tmp = tempfile.mkdtemp(prefix="mmkit-userdata-")
     folder = Path(tmp) / "manifest"
     build_manifest(folder, args.images, args.image_size)
@@ -279,13 +291,16 @@ def main() -> None:
     quiet = phase(args, sides, "quiet")
     quiet_threads = list(log["threads"])
     load_quiet = C.loadavg()
-    C.say(f"{NAME}: (b) with {args.competitors} competing CPU-bound process(es) ...")
-    procs = start_competitors(args.competitors)
-    try:
-        time.sleep(0.5)
-        busy = phase(args, sides, "busy")
-    finally:
-        stop(procs)
+    if args.no_busy:
+        busy = quiet
+    else:
+        C.say(f"{NAME}: (b) with {args.competitors} competing CPU-bound process(es) ...")
+        procs = start_competitors(args.competitors)
+        try:
+            time.sleep(0.5)
+            busy = phase(args, sides, "busy")
+        finally:
+            stop(procs)
     busy_threads = log["threads"][len(quiet_threads):]
     rss = {mode: peak_rss(folder, mode, args.quick, args.epochs, args.batch_size) for mode in ("off", "auto")}
     report(args, quiet, busy, quiet_threads, busy_threads, log["cache"][-1], rss, hand, load_before, load_quiet)
@@ -309,6 +324,7 @@ def report(args: Any, quiet: Any, busy: Any, quiet_threads: list[Any], busy_thre
               "busy": sorted({t["threads"] for t in busy_threads}),
               "quiet_reasons": sorted({t["reason"] for t in quiet_threads}),
               "busy_reasons": sorted({t["reason"] for t in busy_threads})}
+    busy_text = "no busy phase" if args.no_busy else f"{args.competitors} competitor(s) in the busy phase"
     rows = [[ph, side, results[ph][side]["steady"]["median"], results[ph][side]["steady"]["min"],
              results[ph][side]["steady"]["max"], results[ph][side]["all"]["median"]]
             for ph in ("quiet", "busy") for side in ("mmkit", "hand")]
@@ -323,11 +339,12 @@ def report(args: Any, quiet: Any, busy: Any, quiet_threads: list[Any], busy_thre
            f"{cache.get('memory_mb')} MB in memory, {cache.get('disk_mb')} MB on disk. Peak RSS of one run: "
            f"{rss['off'] / 1024:.0f} MB with data_cache off, {rss['auto'] / 1024:.0f} MB with auto. "
            f"{args.images} PNGs of {args.image_size} px, {args.epochs} epochs x batch {args.batch_size}, "
-           f"{args.competitors} competitor(s) in the busy phase; load after the quiet phase "
+           f"{args.clock} clock, {busy_text}; load after the quiet phase "
            f"{'/'.join(map(str, load_quiet))}. Hand loop's one-off decoding: {hand.convert_seconds:.2f} s (not timed).")
     C.write_result(NAME, args, {
         "params": {"images": args.images, "image_size": args.image_size, "epochs": args.epochs,
-                   "workers": str(args.workers), "data_cache": args.data_cache,
+                   "workers": str(args.workers), "data_cache": args.data_cache, "clock": args.clock,
+                   "busy_phase": not args.no_busy,
                    "batch_size": args.batch_size, "competitors": args.competitors, "hand_threads": hand.threads,
                    "image_model": "test_resnet" if args.quick else "resnet10t"},
         "results": results, "ratios": ratios, "slowdown": slowdown, "thread_choice": choice,

@@ -327,16 +327,23 @@ def report(args: Any, quiet: Any, busy: Any, quiet_threads: list[Any], busy_thre
     busy_text = "no busy phase" if args.no_busy else f"{args.competitors} competitor(s) in the busy phase"
     rows = [[ph, side, results[ph][side]["steady"]["median"], results[ph][side]["steady"]["min"],
              results[ph][side]["steady"]["max"], results[ph][side]["all"]["median"]]
-            for ph in ("quiet", "busy") for side in ("mmkit", "hand")]
+            for ph in (("quiet",) if args.no_busy else ("quiet", "busy")) for side in ("mmkit", "hand")]
     md = C.table(["phase", "side", f"steady samples/s (median of {args.repeats})", "min", "max",
                   "all epochs samples/s"], rows)
-    md += (f"\n\nmmkit / hand (median of per-repeat ratios), steady epochs: quiet **{ratios['quiet']['steady']:.3f}**, "
-           f"busy **{ratios['busy']['steady']:.3f}**; all epochs (mmkit's first decodes the PNGs): quiet "
-           f"{ratios['quiet']['all']:.3f}, busy {ratios['busy']['all']:.3f}. Slowdown under load (quiet / busy, "
-           f"steady): mmkit **{slowdown['mmkit']['steady']:.2f}x**, hand **{slowdown['hand']['steady']:.2f}x**. "
-           f"Thread policy: {choice['quiet']} quiet ({'; '.join(choice['quiet_reasons'])}), {choice['busy']} busy "
-           f"({'; '.join(choice['busy_reasons'])}); hand loop {hand.threads} thread(s). Decoded-sample cache: "
-           f"{cache.get('memory_mb')} MB in memory, {cache.get('disk_mb')} MB on disk. Peak RSS of one run: "
+    if args.no_busy:
+        md += (f"\n\nmmkit / hand (median of per-repeat ratios), steady epochs: **{ratios['quiet']['steady']:.3f}**; "
+               f"all epochs (mmkit's first decodes the PNGs): {ratios['quiet']['all']:.3f}. Thread policy: "
+               f"{choice['quiet']} ({'; '.join(choice['quiet_reasons'])}); hand loop {hand.threads} thread(s). "
+               f"Decoded-sample cache: ")
+    else:
+        md += (f"\n\nmmkit / hand (median of per-repeat ratios), steady epochs: quiet "
+               f"**{ratios['quiet']['steady']:.3f}**, busy **{ratios['busy']['steady']:.3f}**; all epochs (mmkit's "
+               f"first decodes the PNGs): quiet {ratios['quiet']['all']:.3f}, busy {ratios['busy']['all']:.3f}. "
+               f"Slowdown under load (quiet / busy, steady): mmkit **{slowdown['mmkit']['steady']:.2f}x**, hand "
+               f"**{slowdown['hand']['steady']:.2f}x**. Thread policy: {choice['quiet']} quiet "
+               f"({'; '.join(choice['quiet_reasons'])}), {choice['busy']} busy ({'; '.join(choice['busy_reasons'])}); "
+               f"hand loop {hand.threads} thread(s). Decoded-sample cache: ")
+    md += (f"{cache.get('memory_mb')} MB in memory, {cache.get('disk_mb')} MB on disk. Peak RSS of one run: "
            f"{rss['off'] / 1024:.0f} MB with data_cache off, {rss['auto'] / 1024:.0f} MB with auto. "
            f"{args.images} PNGs of {args.image_size} px, {args.epochs} epochs x batch {args.batch_size}, "
            f"{args.clock} clock, {busy_text}; load after the quiet phase "

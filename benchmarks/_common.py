@@ -30,7 +30,8 @@ def parser(name: str, doc: str | None, repeats: int = 5, quick_repeats: int = 2)
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats (CI: checks the script runs)")
     p.add_argument("--out", default=None, help=f"JSON result file (default benchmarks/results/{name}[-quick].json)")
-    p.add_argument("--repeats", type=int, default=None, help=f"timed repeats per side (default {repeats}; quick {quick_repeats})")
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"timed repeats per side (default {repeats}; quick {quick_repeats})")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads for both sides (default 1: stable on a shared machine; "
                         "0 = torch's default, one per core)")
@@ -103,7 +104,7 @@ def interleave(sides: Mapping[str, Callable[[], float]], repeats: int, warmup: b
     """
     out: dict[str, list[float]] = {name: [] for name in sides}
     if warmup:
-        for name, fn in sides.items():
+        for fn in sides.values():
             fn()
     for rep in range(repeats):
         for name, fn in sides.items():

@@ -5,6 +5,10 @@ contract kit) and its pytest fixture module :mod:`mmkit.testing_plugin`. Every o
 internal and may change in any release; plugins, the built-in ones included, use only the public
 names (a test enforces it). See docs/plugins.md for the stability policy.
 
+Training from Python: ``mmkit.fit(recipe, train=dataframe, val=..., train__lr=1e-3)`` returns a
+:class:`TrainedModel` (``predict``, ``predict_proba``, ``evaluate``, ``embed``, ``save``), the type
+``mmkit.load`` returns too (docs/python.md).
+
 Importing ``mmkit`` is cheap: it never imports torch. The interfaces (``Encoder``, ``Fusion``,
 ``Head``, ``Embedding``, ...) are loaded on first access (PEP 562), which imports torch::
 
@@ -57,6 +61,11 @@ _LAZY: dict[str, str] = {
     "bundled_minilm_path": "mmkit.tokenize",
     "make_tokenizer": "mmkit.tokenize",
     "tokenizer_from_state": "mmkit.tokenize",
+    # the notebook API: train on in-memory data, get a model back (imports torch)
+    "fit": "mmkit.fitting",
+    "TrainedModel": "mmkit.fitting",
+    # what an image/text encoder pair declares for zero-shot classification (imports torch)
+    "ZeroShot": "mmkit.zeroshot",
     # loading local Hugging Face folders offline (standard library only until a load)
     "check_hf_folder": "mmkit.offline",
     "hub_offline": "mmkit.offline",
@@ -83,7 +92,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
         empty_embedding,
         scatter_embedding,
     )
+    from mmkit.fitting import TrainedModel, fit
     from mmkit.modality import Modality
+    from mmkit.zeroshot import ZeroShot
     from mmkit.offline import check_hf_folder, hub_offline, local_folder
     from mmkit.tokenize import (
         WordPieceTokenizer,
@@ -130,11 +141,12 @@ def create(kind: str, name: str, /, **params: Any) -> Any:
     return get_registry().create(kind, name, context=context, **params)
 
 
-def load(name_or_path: str, **kw: Any) -> Any:
+def load(name_or_path: str, **kw: Any) -> TrainedModel:
     """Load a trained model for inference (``NAME``, ``NAME@3``, a model folder or a run directory):
-    a predictor with ``predict``, ``embed``, ``search``, ``evaluate``, ``save``.
-    Keyword arguments (``device``, ``registry``, ``checkpoint``) go to the loader."""
-    from mmkit.predictor import load as _load
+    a :class:`TrainedModel` (what :func:`fit` returns) with ``predict``, ``predict_proba``, ``embed``,
+    ``search``, ``evaluate``, ``save``. Keyword arguments (``device``, ``registry``, ``checkpoint``)
+    go to the loader."""
+    from mmkit.fitting import load as _load
 
     return _load(name_or_path, **kw)
 
@@ -153,6 +165,10 @@ __all__ = [
     "list_components",
     "load",
     "reset_registry",
+    # the notebook API (lazy: imports torch)
+    "fit",
+    "TrainedModel",
+    "ZeroShot",
     # errors
     "ComponentNotFoundError",
     "DataError",

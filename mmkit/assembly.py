@@ -49,11 +49,11 @@ def load_splits(recipe: Recipe, registry: Registry) -> DataSplits:
     data = recipe.data
     if data["dataset"]:
         return registry.create("dataset", data["dataset"], **data["options"])
-    from mmkit.manifest import load_manifest_splits
+    from mmkit.shards import load_stream_splits
 
     paths = {s: (str((recipe.base_dir / data[s]).resolve()) if data[s] else None) for s in ("train", "val", "test")}
-    return load_manifest_splits(train=paths["train"], val=paths["val"], test=paths["test"],
-                                split_column=data["split_column"], columns=data["columns"])
+    return load_stream_splits(paths, data["stream"], data["columns"], data["split_column"], f"{recipe.source}: data",
+                              data["shuffle_buffer"], data["skip_bad_rows"])
 
 
 @dataclass
@@ -76,6 +76,12 @@ class DataPlan:
     def rows(self, split: str) -> list[dict[str, Any]]:
         return self.splits.splits.get(split) or []
 
+    def stream(self, split: str) -> Any:
+        """The :class:`~mmkit.shards.Source` of a streamed split (None when it is read into memory)."""
+        from mmkit.shards import streams_of
+
+        return streams_of(self.splits).get(split)
+
     def source(self, split: str) -> str:
         files = getattr(self.splits, "files", None) or {}
         if split in files:
@@ -85,7 +91,7 @@ class DataPlan:
 
 def plan_data(recipe: Recipe, splits: DataSplits) -> DataPlan:
     columns = splits.merged_columns(recipe.data["columns"])
-    if not splits.splits.get("train"):
+    if not splits.splits.get("train") and "train" not in getattr(splits, "streams", {}):
         raise DataError(f"{splits.name}: the training split is empty")
     return DataPlan(splits, columns, {f: columns.get(f, f) for f in recipe.encoders})
 
@@ -112,6 +118,10 @@ class FitData:
 
     def values(self, name: str, encoder: Any) -> Sequence[Any]:
         fld = make_field(name, self.plan.field_columns[name], encoder, self.registry)
+        if self.plan.stream("train") is not None:
+            from mmkit.streaming import field_values
+
+            return field_values(self.plan.stream("train"), fld)
         rows = self.plan.rows("train")
         src = self.plan.source("train")
         present = [i for i, r in enumerate(rows) if not fld.is_absent(fld.cell(r))]
@@ -120,6 +130,10 @@ class FitData:
 
     def targets(self, fields: Sequence[str]) -> Sequence[Mapping[str, Any]]:
         cols = {f: self.plan.target_columns[f] for f in fields}
+        if self.plan.stream("train") is not None:
+            from mmkit.streaming import target_values
+
+            return target_values(self.plan.stream("train"), cols)
         return [{f: r.get(c) for f, c in cols.items()} for r in self.plan.rows("train")]
 
 
@@ -139,6 +153,9 @@ def assemble(recipe: Recipe, registry: Registry, plan: DataPlan | None = None,
     for split, rows in plan.splits.splits.items():
         if rows:
             check_columns(rows, {**plan.field_columns, **plan.target_columns}, plan.source(split))
+        elif plan.stream(split) is not None:  # a stream: its first samples
+            check_columns(plan.stream(split).peek(), {**plan.field_columns, **plan.target_columns},
+                          plan.source(split))
     if fit_state is None:
         _fit(model, recipe, plan, registry)
     model.apply_freeze()  # again: fit may have created parameters (vocabulary-sized tables)
@@ -183,6 +200,13 @@ def check_rows(model: MultimodalModel, fields: Sequence[Field], plan: DataPlan, 
     counts: dict[str, int] = {}
     errors: list[str] = []
     for split, rows in plan.splits.splits.items():
+        if plan.stream(split) is not None:
+            from mmkit.streaming import check_stream
+
+            counts[split] = check_stream(plan.stream(split), model, fields, plan.target_columns, errors, limit)
+            if len(errors) >= limit:
+                return {"rows": counts, "errors": errors, "truncated": True}
+            continue
         if not rows:
             continue
         ds = MultimodalDataset(rows, fields, model.head, plan.target_columns, base_dir=plan.splits.base_dir,

@@ -2,12 +2,14 @@
 
 ``mmkit data export DATASET --out DIR`` writes a registered dataset as manifests (``train.jsonl``,
 ``val.jsonl``, ``test.jsonl``) with PIL images saved as PNG files under ``DIR/images/SPLIT/`` and
-referenced by relative paths, so the export loads back like any user data. No torch is imported.
+referenced by relative paths, so the export loads back like any user data. No torch is imported
+(except by the ``webdataset`` library, for ``--format webdataset``).
 
 The export never mixes with or overwrites what is already in DIR: it is written into a hidden
 folder next to DIR and renamed into place when complete. DIR must be new or empty; ``--overwrite``
-replaces an earlier export (a folder holding only the split manifests and ``images/``), never a
-folder with anything else in it.
+replaces an earlier export (a folder holding only the split manifests and ``images/``, or
+``SPLIT-NNNNNN.tar``/``.parquet`` shards), never a folder with anything else in it. With ``--format
+webdataset`` or ``parquet`` the splits are written as shards (:mod:`mmkit.shard_export`).
 """
 
 from __future__ import annotations
@@ -151,7 +153,9 @@ def check_export_target(out: Path, overwrite: bool) -> None:
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if not entries:
         return
-    foreign = [e for e in entries if e not in EXPORT_ENTRIES]
+    from mmkit.shard_export import SHARD_NAME
+
+    foreign = [e for e in entries if e not in EXPORT_ENTRIES and not SHARD_NAME.match(e)]
     if foreign:
         raise click.BadParameter(f"{out} holds files that are not an mmkit export ({', '.join(foreign[:3])}); "
                                  f"choose a new or empty folder (nothing was written)", param_hint="--out")
@@ -160,15 +164,16 @@ def check_export_target(out: Path, overwrite: bool) -> None:
                                  f"choose a new folder (nothing was written)", param_hint="--out")
 
 
-def write_export(data: Any, out: Path, progress: Any = None) -> dict[str, int]:
+def write_export(data: Any, out: Path, progress: Any = None, writer: Any = None) -> Any:
     """Export into a hidden folder next to ``out``, then put it in place of ``out`` (whose earlier
-    export, if any, is removed only after the new one is complete). Nothing is left behind on failure."""
+    export, if any, is removed only after the new one is complete). Nothing is left behind on failure.
+    ``writer(data, folder, progress)`` writes the files (default: :func:`export_splits`)."""
     stage = out.parent / f".{out.name[:40]}.tmp-{uuid.uuid4().hex[:8]}"
     old = out.parent / f".{out.name[:40]}.old-{uuid.uuid4().hex[:8]}"
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        counts = export_splits(data, stage, progress)
+        counts = (writer or export_splits)(data, stage, progress)
         if out.is_dir() and any(out.iterdir()):
             os.rename(out, old)
         elif out.is_dir():
@@ -215,20 +220,28 @@ def data() -> None:
               help="Rows per split as counts (800,100,100) or fractions of --n (0.8,0.1,0.1).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Extra dataset argument, a TOML value, e.g. -o image_size=32 (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "webdataset", "parquet"]), default="jsonl",
+              show_default=True, help="jsonl manifests + PNG files, WebDataset tar shards, or Parquet shards "
+                                      "(the last two stream in training: docs/data.md).")
+@click.option("--shard-size", type=click.IntRange(min=1, max=MAX_ROWS), default=1000, show_default=True,
+              help="Samples per shard (webdataset, parquet).")
 def export_cmd(dataset: str, out: Path, overwrite: bool, n: int, seed: int | None, sizes: str | None,
-               options: tuple[str, ...]) -> None:
-    """Write the registered DATASET as JSONL manifests with PNG images (relative paths).
+               options: tuple[str, ...], fmt: str, shard_size: int) -> None:
+    """Write the registered DATASET as JSONL manifests with PNG images (relative paths), or as shards.
 
     \b
     --out must be a new or empty folder; --overwrite replaces an earlier export there (a folder
-    holding only train/val/test.jsonl and images/), never other files. The export is written
-    next to --out and moved into place when complete, so a failure leaves --out as it was.
+    holding only train/val/test.jsonl and images/, or SPLIT-NNNNNN.tar/.parquet shards), never
+    other files. The export is written next to --out and moved into place when complete, so a
+    failure leaves --out as it was. --format webdataset writes tar shards of --shard-size samples
+    (KEY.png + KEY.json), --format parquet Parquet files; both stream in training.
 
     \b
     Examples:
       mmkit data export shapes --n 200 --out data/shapes --seed 1
       mmkit data export shapes --split-sizes 1000,200,200 -o image_size=32 --out data/shapes32
       mmkit data export shapes --n 500 --out data/shapes --overwrite
+      mmkit data export shapes --n 4000 --format webdataset --shard-size 500 --out data/shards
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -243,6 +256,9 @@ def export_cmd(dataset: str, out: Path, overwrite: bool, n: int, seed: int | Non
     columns = getattr(splits, "columns", {}) or {}
     with Progress(TextColumn("{task.description:>5}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True) as progress:
+        if fmt != "jsonl":
+            _report_shards(splits, out, fmt, write_export(splits, out, progress, _shard_writer(fmt, shard_size)))
+            return
         counts = write_export(splits, out, progress)
     written = ", ".join(f"{s}.jsonl ({c} rows)" for s, c in counts.items())
     click.echo(f"wrote {written or 'nothing (every split is empty)'} to {out}")
@@ -250,3 +266,24 @@ def export_cmd(dataset: str, out: Path, overwrite: bool, n: int, seed: int | Non
         mapping = ", ".join(f"{k} = {json.dumps(v)}" for k, v in columns.items())
         files = "\n".join(f'{s} = {json.dumps(str(out / (s + ".jsonl")))}' for s in counts)
         click.echo(f"recipe:\n[data]\n{files}\ncolumns = {{ {mapping} }}")
+
+
+def _shard_writer(fmt: str, shard_size: int) -> Any:
+    from mmkit.shard_export import export_shards
+
+    return lambda data, folder, progress: export_shards(data, folder, fmt, shard_size, progress)
+
+
+def _report_shards(splits: Any, out: Path, fmt: str, written: dict[str, list[str]]) -> None:
+    """What was written and the ``[data]`` table that trains from it."""
+    from mmkit.shard_export import pattern, recipe_columns
+
+    what = ", ".join(f"{s}: {len(splits.splits[s])} samples in {len(n)} shard(s)" for s, n in written.items())
+    click.echo(f"wrote {what or 'nothing'} to {out}")
+    if not written:
+        return
+    first = splits.splits[next(iter(written))][0]
+    columns = recipe_columns(getattr(splits, "columns", {}) or {}, first, fmt)
+    files = "\n".join(f'{s} = {json.dumps(str(out / pattern(n)))}' for s, n in written.items())
+    mapping = ", ".join(f"{k} = {json.dumps(v)}" for k, v in columns.items())
+    click.echo(f"recipe:\n[data]\n{files}\n" + (f"columns = {{ {mapping} }}" if mapping else ""))

@@ -224,8 +224,14 @@ def _report_bad(bad: list[Any], done: int, out: str, quiet: bool = False) -> Non
 @_checkpoint_option
 @_registry_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
+@click.option("--labels", default=None, metavar="A,B,C",
+              help="Zero-shot: classify images among these labels (comma-separated) with an image/text model "
+                   "(hf-clip); overrides a card's [zero_shot] labels.")
+@click.option("--prompt", default=None, metavar="TEXT",
+              help="Zero-shot: the text per label, with {label} (default: the card's, else 'a photo of a {label}.').")
 def predict_cmd(model: str, input_path: str, out: str | None, overwrite: bool, batch_size: int, skip_bad_rows: bool,
-                allow_missing_columns: bool, device: str, checkpoint: str, registry: str | None, quiet: bool) -> None:
+                allow_missing_columns: bool, device: str, checkpoint: str, registry: str | None, quiet: bool,
+                labels: str | None, prompt: str | None) -> None:
     """Predict every row of --input with MODEL; one JSON object per row.
 
     \b
@@ -238,17 +244,30 @@ def predict_cmd(model: str, input_path: str, out: str | None, overwrite: bool, b
     file is replaced only with --overwrite. Non-finite numbers are written as null (strict JSON).
 
     \b
+    Zero-shot classification (no training): with --labels, or a built-in card with a [zero_shot]
+    table (clip-local), each image is scored against one text prompt per label by a CLIP/SigLIP
+    pair of encoders; each line is {"row": N, "label": ..., "probs": {label: p}}.
+
+    \b
     Examples:
       mmkit predict claims --input data/shapes/test.jsonl --out predictions.jsonl
       mmkit predict ./runs/quickstart --input rows.csv --skip-bad-rows > predictions.jsonl
       mmkit predict claims@2 --input big.jsonl --out p.jsonl --batch-size 256 --device cuda
+      mmkit predict clip-local --input images.csv --labels cat,dog --prompt "a photo of a {label}."
     """
     from mmkit.predictor import BadRow, count_records, load
 
     if out not in (None, "-"):
         check_output_file(out, overwrite=overwrite, inputs=(input_path,))
     total = count_records(input_path)
-    predictor = load(model, device=device, registry=registry, checkpoint=checkpoint)
+    predictor: Any
+    if labels is not None or prompt is not None or _zero_shot_card(model, registry):
+        from mmkit.zeroshot import zero_shot
+
+        names = None if labels is None else [x.strip() for x in labels.split(",") if x.strip()]
+        predictor = zero_shot(model, names, prompt, device=device, registry=registry, checkpoint=checkpoint)
+    else:
+        predictor = load(model, device=device, registry=registry, checkpoint=checkpoint)
     bad: list[BadRow] = []
     if out in (None, "-"):
         done = _predict_rows(predictor, input_path, sys.stdout, total, batch_size, skip_bad_rows, bad,
@@ -263,6 +282,20 @@ def predict_cmd(model: str, input_path: str, out: str | None, overwrite: bool, b
     _report_bad(bad, done, out or "stdout", quiet)
     if done == 0:
         raise MmkitError(f"{input_path}: no row could be predicted")
+
+
+def _zero_shot_card(model: str, registry: str | None) -> bool:
+    """A built-in card with a [zero_shot] table, and no trained model by that name (which would win)."""
+    from mmkit import models as mreg
+
+    card = None if mreg.looks_like_path(model) else mreg.builtin_card(model)
+    if not card or not card.get("zero_shot"):
+        return False
+    try:
+        mreg.resolve(model, registry)
+    except mreg.ModelNotFoundError:
+        return True
+    return False
 
 
 def _predict_rows(predictor: Any, input_path: str, fh: Any, total: int, batch_size: int, skip_bad_rows: bool,

@@ -190,7 +190,8 @@ def _model_tree(title: str, rec: Any, model: Any, plan: Any) -> Any:
     tr, fr = count_parameters(model.head)
     targets = ", ".join(f"{f} <- column {c!r}" for f, c in plan.target_columns.items()) or "none"
     tree.add(f"head: {rec.head.type}; {tr:,} parameters; targets: {targets}")
-    sizes = ", ".join(f"{k} {len(v)}" for k, v in plan.splits.splits.items())
+    sizes = ", ".join(f"{k} {len(v)}" if plan.stream(k) is None else f"{k} {plan.stream(k).total} streamed"
+                      for k, v in plan.splits.splits.items())
     tree.add(f"data: {plan.splits.name} ({sizes})")
     if rec.train["callbacks"]:
         tree.add("callbacks (besides the built-in ones): " + ", ".join(

@@ -39,12 +39,14 @@ class Field:
         return self.columns if isinstance(self.columns, str) else ",".join(self.columns)
 
 
-def load_field(fld: Field, row: Mapping[str, Any], base_dir: Path | None, source: str, index: int) -> Any:
-    """The loaded raw value of a field for a row, or None when absent; errors name file/row/column."""
+def load_field(fld: Field, row: Mapping[str, Any], base_dir: Path | None, source: str, index: int,
+               label: int | str | None = None) -> Any:
+    """The loaded raw value of a field for a row, or None when absent; errors name file/row/column
+    (the row shown as ``label``, by default ``index + 1``)."""
     cell = fld.cell(row)
     if fld.is_absent(cell):
         return None
-    return load_cell(fld.modality, cell, base_dir, source, index + 1, fld.columns)
+    return load_cell(fld.modality, cell, base_dir, source, index + 1 if label is None else label, fld.columns)
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -76,17 +78,17 @@ class MultimodalDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def field_item(self, fld: Field, row: Mapping[str, Any], index: int) -> Any:
+    def field_item(self, fld: Field, row: Mapping[str, Any], index: int, source: str, label: int | str) -> Any:
         """One field's preprocessed item for a row (None when absent); a cache overrides this."""
-        raw = load_field(fld, row, self.base_dir, self.source, index)
+        raw = load_field(fld, row, self.base_dir, source, index, label)
         if raw is None:
             return None
-        return self.seeded(fld, index, lambda: fld.encoder.preprocess(raw, train=self.train))
+        return self.seeded(fld, index, source, label, lambda: fld.encoder.preprocess(raw, train=self.train))
 
-    def seeded(self, fld: Field, index: int, fn: Callable[[], Any]) -> Any:
-        """``fn()`` (a field's preprocessing) with errors naming the row, under the sample's own
-        torch seed when training preprocessing is random."""
-        with data_context(self.source, index + 1, fld.columns):
+    def seeded(self, fld: Field, index: int, source: str, label: int | str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` (a field's preprocessing) with errors naming ``source`` and row ``label``, under
+        the sample's own torch seed when training preprocessing is random."""
+        with data_context(source, label, fld.columns):
             if self.train and not fld.encoder.deterministic_train:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
@@ -98,20 +100,25 @@ class MultimodalDataset(torch.utils.data.Dataset):
         return {f: row.get(c) for f, c in self.target_columns.items()}
 
     def __getitem__(self, index: int) -> tuple[int, dict[str, Any], Any]:
-        row = self.rows[index]
+        return self.sample(self.rows[index], index, self.source, index + 1)
+
+    def sample(self, row: Mapping[str, Any], index: int, source: str,
+               label: int | str) -> tuple[int, dict[str, Any], Any]:
+        """One row -> ``(index, items, target)``; errors name ``source`` and row ``label`` (a streamed
+        sample's shard and key)."""
         items: dict[str, Any] = {}
         for fld in self.fields:
             if fld.name in self.cached:
                 items[fld.name] = not fld.is_absent(fld.cell(row))
                 continue
-            items[fld.name] = self.field_item(fld, row, index)
+            items[fld.name] = self.field_item(fld, row, index, source, label)
         target = None
         if self.head is not None:
-            raw_t = self.raw_targets(index)
+            raw_t = {f: row.get(c) for f, c in self.target_columns.items()}
             try:
                 target = self.head.preprocess_target(raw_t)
             except DataError as exc:
-                raise DataError(f"{self.source} row {index + 1}: {exc}") from None
+                raise DataError(f"{source} row {label}: {exc}") from None
         return index, items, target
 
 

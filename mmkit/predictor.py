@@ -106,7 +106,7 @@ class Predictor:
         name = self.card.get("name", "?")
         version = self.card.get("version")
         label = f"{name}@{version}" if version is not None else name
-        return f"Predictor({label}, task={self.task}, inputs={self.input_columns}, device={self.device})"
+        return f"{type(self).__name__}({label}, task={self.task}, inputs={self.input_columns}, device={self.device})"
 
     def _fields(self, columns: Mapping[str, Any]) -> list[Field]:
         return make_fields(self.model, columns, self.registry)

@@ -39,6 +39,12 @@ DATA_PARAMS = [
     ParamInfo("split_column", "str | None", None, "column holding train/val/test when one manifest has all splits"),
     ParamInfo("columns", "dict", {}, "field -> column (or list of columns for tabular); fields are encoder "
                                      "names and the head's target fields"),
+    ParamInfo("stream", "bool | Literal['auto']", "auto", "stream splits instead of reading them into memory; "
+                                                          "auto = shard patterns, .tar files and folders stream"),
+    ParamInfo("shuffle_buffer", "int", 0, "streamed training split: samples mixed in a shuffle buffer per "
+                                          "process (0 = shard order shuffled per epoch only)"),
+    ParamInfo("skip_bad_rows", "bool", False, "streamed splits: drop (and count) a bad sample instead of "
+                                              "stopping with its error"),
 ]
 TRAIN_PARAMS = [
     ParamInfo("epochs", "int", 10, "passes over the training split (ignored when max_steps > 0)"),
@@ -62,7 +68,8 @@ TRAIN_PARAMS = [
     ParamInfo("data_cache", "Literal['auto', 'memory', 'disk', 'off']", "auto",
               "keep decoded samples (before augmentation) from the first epoch on: in memory, in a memory-mapped "
               "file in the run directory, or auto = memory within a budget from available RAM, the rest on disk"),
-    ParamInfo("eval_every", "int", 0, "evaluate every N optimizer steps; 0 = at the end of every epoch (always at the end of training)"),
+    ParamInfo("eval_every", "int", 0, "evaluate every N optimizer steps; 0 = at the end of every epoch "
+              "(always at the end of training)"),
     ParamInfo("checkpoint_every", "int", 0, "also write checkpoints/last every N optimizer steps; 0 = at evaluations"),
     ParamInfo("log_every", "int", 10, "write a training-loss line to metrics.jsonl every N steps"),
     ParamInfo("early_stopping", "int", 0, "stop after N evaluations without improvement; 0 = off"),
@@ -73,7 +80,7 @@ TRAIN_PARAMS = [
     ParamInfo("tensorboard", "bool", False, "also log to TensorBoard (pip install 'mmkit[tb]')"),
     ParamInfo("strategy", "Literal['auto', 'ddp', 'fsdp']", "auto", "multi-process strategy (auto = ddp)"),
     ParamInfo("callbacks", "list", [], "extra training callbacks (mmkit list callback): names, or tables "
-                                      "{ type = NAME, param = value }; the built-in ones always run (docs/training.md)"),
+              "{ type = NAME, param = value }; the built-in ones always run (docs/training.md)"),
 ]
 ENCODER_KEYS = [
     ParamInfo("type", "str", None, "registered encoder; default: the modality's default encoder"),
@@ -404,6 +411,8 @@ def build_recipe(doc: dict[str, Any], source: str = "<recipe>", base_dir: str | 
     check_entries(train["callbacks"], registry, src)
     if data["dataset"] is None and data["train"] is None:
         raise RecipeError(f"{src}: data: set dataset = \"shapes\" (a registered dataset) or train = \"FILE\"")
+    if data["shuffle_buffer"] < 0:
+        raise RecipeError(f"{src}: data.shuffle_buffer: must be 0 or more, got {data['shuffle_buffer']!r}")
     if data["dataset"] is not None:
         try:
             info = registry.describe("dataset", data["dataset"])

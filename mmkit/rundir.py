@@ -8,6 +8,8 @@ A run directory, written by ``mmkit run``::
     checkpoints/{last,best}/        model.safetensors, state.json (TrainState + fit state),
                                     training_state.pt (optimizer, grad scaler; plain tensors only)
     tensorboard/                    with ``train.tensorboard = true``
+    inputs/                         data handed to ``mmkit.fit`` in memory: {train,val,test}.jsonl and
+                                    files/ (images that were PIL objects or bytes)
     .lock                           held while a process trains in it
 
 :class:`RunDir` names these paths, finds complete checkpoints (``best`` falling back to ``last``)
@@ -34,6 +36,8 @@ SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
+INPUTS = "inputs"
+INPUT_FILES = "files"  # inside INPUTS
 LOCK = ".lock"
 SAMPLE_CACHE = ".sample-cache"  # decoded samples spilled to disk while a run trains (deleted on close)
 # inside a checkpoint folder
@@ -113,6 +117,18 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.path / TENSORBOARD
+
+    @property
+    def inputs(self) -> Path:
+        """In-memory data given to ``mmkit.fit``, written here so the run stays self-contained."""
+        return self.path / INPUTS
+
+    def input_manifest(self, split: str) -> Path:
+        return self.inputs / f"{split}.jsonl"
+
+    @property
+    def input_files(self) -> Path:
+        return self.inputs / INPUT_FILES
 
     @property
     def lock(self) -> Path:

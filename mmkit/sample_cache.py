@@ -214,27 +214,28 @@ class CachedDataset(MultimodalDataset):
         super().__init__(*args, **kwargs)
         self.store = store
 
-    def field_item(self, fld: Field, row: Mapping[str, Any], index: int) -> Any:
+    def field_item(self, fld: Field, row: Mapping[str, Any], index: int, source: str, label: int | str) -> Any:
         store = self.store
         if fld.name in store.uncacheable:
-            return super().field_item(fld, row, index)
+            return super().field_item(fld, row, index, source, label)
         found, item = store.get(index, fld.name)
         if not found:
-            item = self._decode(fld, row, index)
+            item = self._decode(fld, row, index, source, label)
             if fld.name in store.uncacheable:  # the encoder declined: preprocess as usual
-                return super().field_item(fld, row, index)
+                return super().field_item(fld, row, index, source, label)
             store.put(index, fld.name, item)
         if item is None:
             return None
         cached = item
-        return self.seeded(fld, index, lambda: fld.encoder.from_cache(cached, train=self.train))
+        return self.seeded(fld, index, source, label, lambda: fld.encoder.from_cache(cached, train=self.train))
 
-    def _decode(self, fld: Field, row: Mapping[str, Any], index: int) -> torch.Tensor | None:
+    def _decode(self, fld: Field, row: Mapping[str, Any], index: int, source: str,
+                label: int | str) -> torch.Tensor | None:
         """The encoder's cacheable form of a row's field (None when absent or not cacheable)."""
-        raw = load_field(fld, row, self.base_dir, self.source, index)
+        raw = load_field(fld, row, self.base_dir, source, index, label)
         if raw is None:
             return None
-        item = self.seeded(fld, index, lambda: fld.encoder.to_cache(raw, train=self.train))
+        item = self.seeded(fld, index, source, label, lambda: fld.encoder.to_cache(raw, train=self.train))
         if item is None:
             self.store.uncacheable.add(fld.name)
         return item
@@ -272,7 +273,7 @@ class _Decoder(torch.utils.data.Dataset):
             if fld.name in ds.cached:
                 continue
             before = fld.name in ds.store.uncacheable
-            item = None if before else ds._decode(fld, row, index)
+            item = None if before else ds._decode(fld, row, index, ds.source, index + 1)
             declined = before or fld.name in ds.store.uncacheable
             out.append((index, fld.name, _UNCACHEABLE if declined else item))
         return out

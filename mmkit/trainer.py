@@ -316,7 +316,7 @@ class Trainer:
             self.say(f"cache: frozen encoder outputs computed once for {', '.join(sorted(caches.get('train', {})))}")
         self.data = self.data_class(self.plan, fields, self.model.head, caches, batch_size=t["batch_size"],
                                     workers=t["num_workers"], seed=self.seed, dist=self.dist, device=self.device,
-                                    data_cache=t["data_cache"], run=self.run)
+                                    log=self.say, data_cache=t["data_cache"], run=self.run)
         if hasattr(self.data, "describe_cache"):
             self.say(self.data.describe_cache())
         steps_per_epoch = max(1, math.ceil(self.data.batches_per_epoch / t["grad_accum"]))

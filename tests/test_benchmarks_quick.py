@@ -100,6 +100,7 @@ def test_memory_quick(tmp_path: Path) -> None:
     positive_medians(doc["results"])
     assert all(p["rows_per_s"] > 0 for p in predict.values())
     assert doc["ratios"]["predict_rss_largest_vs_smallest"] > 0
+    assert set(doc["stream_training"]["results"]["streamed"]) == {"100", "1000"}  # training on shards
 
 
 def test_decoding_quick(tmp_path: Path) -> None:

@@ -112,7 +112,7 @@ def test_list_callback_shows_the_builtins_and_a_plugins(counter_plugin: Registry
     rows = {r["name"]: r["plugin"] for r in json.loads(result.output)}
     assert rows == {"best-checkpoint": "callbacks", "early-stopping": "callbacks", "metrics-log": "callbacks",
                     "progress": "callbacks", "summary-table": "callbacks", "tensorboard": "callbacks",
-                    "count-steps": "tp_cb_counter"}
+                    "mlflow": "callbacks", "count-steps": "tp_cb_counter"}
 
 
 def test_blocking_the_builtin_callbacks_trains_without_them(tiny: Path) -> None:

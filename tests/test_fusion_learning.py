@@ -185,7 +185,7 @@ def test_autoencoder_learns_to_reconstruct_and_impute(data):
         opt.step()
     after = recon()
     fusion.eval()
-    print(f"\nautoencoder val reconstruction MSE before -> after training: "
+    print("\nautoencoder val reconstruction MSE before -> after training: "
           + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in before))
     for key in before:
         assert after[key] < 0.2 * before[key], f"{key} did not decrease enough: {before[key]} -> {after[key]}"

@@ -52,7 +52,7 @@ def test_the_public_names():
     assert PUBLIC_MODULES == ("mmkit", "mmkit.testing", "mmkit.testing_plugin")
     assert sorted(public_names("mmkit")) == sorted([
         "Batch", "Callback", "Component", "ComponentInfo", "ComponentNotFoundError", "DataError", "DataSplits",
-        "check_hf_folder", "hub_offline", "local_folder",
+        "check_hf_folder", "hub_offline", "local_folder", "fit", "TrainedModel", "ZeroShot",
         "DuplicateComponentError", "Embedding", "Encoder", "Fused", "Fusion", "Head", "KINDS", "Metrics",
         "MmkitError", "Modality", "Output", "ParameterError", "PluginError", "RecipeError", "Registry", "Retrieval",
         "WordPieceTokenizer", "WordTokenizer", "__version__", "bundled_minilm_path", "create", "describe",

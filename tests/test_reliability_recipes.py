@@ -175,7 +175,8 @@ def mutated_recipes(draw: st.DrawFn) -> dict[str, Any]:
         elif op == "rename" and path and isinstance(parent, dict):
             parent[path[-1] + draw(st.sampled_from(["x", "_", "s", "S"]))] = parent.pop(path[-1])
         elif op == "retype" and path:
-            parent[path[-1]] = draw(scalars | st.lists(scalars, max_size=2) | st.dictionaries(keys, scalars, max_size=2))
+            values = scalars | st.lists(scalars, max_size=2) | st.dictionaries(keys, scalars, max_size=2)
+            parent[path[-1]] = draw(values)
         elif op == "insert" and isinstance(_at(doc, path), dict):
             _at(doc, path)[draw(st.text(min_size=1, max_size=8))] = draw(scalars)
         elif op == "component":

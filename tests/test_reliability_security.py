@@ -11,7 +11,6 @@ without sha256 is refused and unsafe model names are rejected (tests/test_models
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -216,7 +215,8 @@ def test_model_references_cannot_reach_outside_the_registry(tmp_path: Path, ref:
     registry.mkdir()
     planted = tmp_path / "outside" / "1"
     planted.mkdir(parents=True)
-    (planted / "card.json").write_text(json.dumps({"name": "outside", "version": 1, "sha256": {"model.safetensors": "0"}}))
+    card = {"name": "outside", "version": 1, "sha256": {"model.safetensors": "0"}}
+    (planted / "card.json").write_text(json.dumps(card))
     (planted / "model.safetensors").write_bytes(b"x")
     monkeypatch.chdir(registry)  # relative paths would resolve against the registry folder
     with pytest.raises(MmkitError):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from safetensors.torch import load_file
 
 from mmkit import checkpoint as ckpt
 from mmkit.trainer import TrainingError, train
-from mmkit.errors import DataError, RecipeError
+from mmkit.errors import RecipeError
 from mmkit.recipe import load_recipe
 from mmkit.registry import Registry
 from mmkit.rundir import RunDirError, RunLock, prepare_run_dir
@@ -431,7 +430,7 @@ def test_two_runs_started_at_once_with_one_name_get_their_own_directories(tiny: 
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
              for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
-    for proc, (out, err) in zip(procs, outs):
+    for proc, (_, err) in zip(procs, outs):
         assert proc.returncode == 0, err[-3000:]
     dirs = sorted(Path(_strict_json(out)["run_dir"]).name for out, _ in outs)
     assert dirs == ["same", "same-2"]

@@ -17,3 +17,6 @@ def register_callbacks(register):
              summary="Progress bar on a terminal; a plain line every log_every steps otherwise (CI, SLURM)")
     register("summary-table", "mmkit_callbacks.progress:SummaryTable",
              summary="The final metrics, speed and next steps, printed when training ends")
+    register("mlflow", "mmkit_callbacks.mlflow_logger:MLflowLogger",
+             summary="Opt-in: the recipe as parameters, metrics.jsonl records as metrics, the summary as an "
+                     "artifact, in MLflow (local SQLite by default; pip install 'mmkit[mlflow]')")

@@ -35,7 +35,9 @@ class HFClipEncoder(Encoder):
     ``pooled`` is the tower's embedding as ``get_image_features``/``get_text_features`` return it
     (CLIP: pooled state through the projection; SigLIP: the pooling head's output), not normalised.
     Both towers keep the model's ``logit_scale`` (and SigLIP's ``logit_bias``) as buffers, for
-    :meth:`zero_shot_logits`. No tokens. Nothing is downloaded; no code from the folder runs.
+    :meth:`zero_shot_logits`; with ``zero_shot_activation`` they make each tower an
+    :class:`mmkit.ZeroShot` (what ``mmkit predict --labels`` looks for). No tokens. Nothing is
+    downloaded; no code from the folder runs.
 
     Args:
         path: a local CLIP or SigLIP folder (``config.json``, ``model.safetensors``, tokenizer files,

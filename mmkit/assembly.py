@@ -8,6 +8,7 @@ training split, and the frozen-encoder caches. Training (:mod:`mmkit.trainer`), 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,16 +32,19 @@ def choose_device(setting: str | torch.device | None = "auto", local_rank: int |
     """``auto``/None: CUDA (device ``local_rank``) when available, else the CPU; ``cpu``; ``cuda``;
     ``cuda:N``. Asking for CUDA where there is none is an error naming ``what`` (e.g. ``train.device``)."""
     text = "auto" if setting is None else str(setting)
-    if text == "cpu" or (text == "auto" and not torch.cuda.is_available()):
+    if text in ("cpu", "cpu:0") or (text == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
+    if re.fullmatch(r"auto|cuda(:(0|[1-9][0-9]{0,2}))?", text) is None:  # 'meta', 'bogus', 'cuda:x' ...
+        raise MmkitError(f"{what} = {text!r}: not a device ('auto', 'cpu', 'cuda' or 'cuda:N')")
     if not torch.cuda.is_available():
         raise MmkitError(f"{what} = {text!r} but no CUDA device is available; use 'auto' or 'cpu'")
     if text in ("auto", "cuda"):
         return torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())
-    try:
-        return torch.device(text)
-    except RuntimeError as exc:
-        raise MmkitError(f"{what} = {text!r}: not a device ('auto', 'cpu', 'cuda' or 'cuda:N')") from exc
+    count = torch.cuda.device_count()
+    if int(text[5:]) >= count:
+        raise MmkitError(f"{what} = {text!r}: there {'is' if count == 1 else 'are'} {count} CUDA device(s) "
+                         f"(cuda:0 to cuda:{count - 1})")
+    return torch.device(text)
 
 
 # ------------------------------------------------------------------------------------------ data

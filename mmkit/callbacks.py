@@ -58,6 +58,11 @@ class Callback:
     #: run only on the process of rank 0
     rank_zero_only: bool = False
 
+    def check(self, recipe: Any) -> None:
+        """Before training starts, and in ``mmkit check``: raise :class:`~mmkit.errors.RecipeError` when
+        this callback cannot run with ``recipe`` (e.g. an optional package it needs is missing), so
+        the run fails before its run directory exists rather than at its first step."""
+
     def on_fit_start(self, trainer: Any) -> None:
         """After setup (model, data, optimizer, resumed state), before the first step."""
 

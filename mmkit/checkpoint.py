@@ -4,7 +4,6 @@ save leaves the previous checkpoint loadable. Weights are safetensors; optimizer
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
@@ -40,8 +39,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
+    from mmkit.safeio import dumps_json
+
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, default=str)
+        fh.write(dumps_json(data, indent=1))  # strict JSON: a NaN metric is null
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -97,8 +98,9 @@ def save_checkpoint(folder: Path, name: str, model: nn.Module, state: dict[str, 
                 os.rename(old, final)  # put the previous checkpoint back
             except OSError:
                 pass  # find_checkpoint restores it from .old-NAME-*
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"could not write checkpoint {final}: {exc.strerror or exc} "
+        if isinstance(exc, Exception):  # OSError, and safetensors' / torch.save's own write errors
+            why = exc.strerror or exc if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            raise CheckpointError(f"could not write checkpoint {final}: {why} "
                                   f"(the previous checkpoint is kept)") from exc
         raise
     return final
@@ -133,10 +135,13 @@ def find_checkpoint(folder: Path, name: str) -> Path | None:
 
 
 def read_state(checkpoint: Path) -> dict[str, Any]:
-    try:
-        return json.loads((checkpoint / STATE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{checkpoint / STATE}: unreadable: {exc}") from exc
+    """A checkpoint's ``state.json`` (bounded: deep nesting or huge numbers are a CheckpointError)."""
+    from mmkit.safeio import read_json
+
+    state = read_json(checkpoint / STATE, error=CheckpointError)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{checkpoint / STATE}: expected a JSON object, got {type(state).__name__}")
+    return state
 
 
 def read_training_state(checkpoint: Path) -> dict[str, Any] | None:

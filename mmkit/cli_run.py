@@ -21,12 +21,14 @@ SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--overwrite", is_flag=True, help="Delete an existing run directory of the same name first.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or messages; only the final summary path.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end.")
-@click.option("--nproc", type=int, default=0, metavar="N",
+@click.option("--nproc", type=click.IntRange(0, 1024), default=0, metavar="N",
               help="Launch N processes on this node through torch.distributed.run (DDP; gloo on CPU, nccl on GPU).")
-@click.option("--nnodes", type=int, default=1, show_default=True, help="Number of nodes (with --nproc).")
-@click.option("--node-rank", type=int, default=0, show_default=True, help="This node's rank (with --nnodes > 1).")
+@click.option("--nnodes", type=click.IntRange(1, 65536), default=1, show_default=True,
+              help="Number of nodes (with --nproc).")
+@click.option("--node-rank", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="This node's rank (with --nnodes > 1).")
 @click.option("--master-addr", default="127.0.0.1", show_default=True, help="Rendezvous host (node 0).")
-@click.option("--master-port", type=int, default=29500, show_default=True, help="Rendezvous port.")
+@click.option("--master-port", type=click.IntRange(1, 65535), default=29500, show_default=True, help="Rendezvous port.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
               help="Train one run per value (repeat for a grid), e.g. --sweep model.fusion.type=concat,attention. "
                    "Values are TOML; commas inside [..] or {..} do not split.")
@@ -70,6 +72,8 @@ def run_cmd(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bo
         return
     if jobs != 1:
         raise click.UsageError("--jobs applies to sweeps; add --sweep KEY=V1,V2 or --seeds K")
+    if node_rank >= nnodes:
+        raise click.BadParameter(f"{node_rank} is not below --nnodes {nnodes}", param_hint="'--node-rank'")
     if nproc > 0:
         _launch(recipe, overrides, resume, overwrite, quiet, as_json, nproc, nnodes, node_rank, master_addr,
                 master_port)
@@ -138,6 +142,10 @@ def _launch(recipe: str, overrides: tuple[str, ...], resume: bool, overwrite: bo
 def check_cmd(recipe: str, overrides: tuple[str, ...], no_rows: bool) -> None:
     """Validate a RECIPE, build its model and load every row of every split, without training.
 
+    Also refuses everything `mmkit run` would refuse in its setup, through the same checks: an
+    unavailable device, a precision the device lacks, an unimplemented strategy, a monitored
+    metric the head does not report, a callback's missing optional package.
+
     Prints the component tree, trainable/frozen parameter counts and the data fields each
     component reads. Every row of train, val and test is loaded and preprocessed as training and
     evaluation would (files exist, cells parse, targets are known to the head); the first errors
@@ -149,9 +157,11 @@ def check_cmd(recipe: str, overrides: tuple[str, ...], no_rows: bool) -> None:
       mmkit check recipes/quickstart.toml --set model.fusion.type=concat
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from mmkit.assembly import assemble, check_rows, load_splits, make_fields, plan_data
     from mmkit.errors import DataError
+    from mmkit.preflight import check_training
     from mmkit.recipe import load_recipe
     from mmkit.registry import get_registry
 
@@ -167,6 +177,8 @@ def check_cmd(recipe: str, overrides: tuple[str, ...], no_rows: bool) -> None:
             more = " (first ones)" if report["truncated"] else ""
             raise DataError(f"{len(report['errors'])} row(s) cannot be used{more}:\n  " + "\n  ".join(report["errors"]))
         console.print("rows: every row loads (" + ", ".join(f"{k} {v}" for k, v in report["rows"].items()) + ")")
+    for note in check_training(rec, registry, model, plan, rows=not no_rows):  # what `mmkit run` refuses
+        console.print(f"[yellow]note[/yellow]: {escape(note)}")
     console.print("[green]ok[/green]: the recipe is valid and the model builds")
 
 

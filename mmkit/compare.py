@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from mmkit.errors import MmkitError
 from mmkit.rundir import RunDir, RunDirError
+from mmkit.safeio import read_json
 
 #: Recipe keys that always differ between runs and say nothing about the configuration.
 IGNORED_KEYS = ("run.name", "run.output_dir")
@@ -123,9 +124,9 @@ def sweep_runs(folder: Path) -> list[Path]:
     index = folder / "sweep.json"
     if index.is_file():
         try:
-            rows = json.loads(index.read_text(encoding="utf-8"))
+            rows = read_json(index)  # bounded: a hostile sweep.json is ignored, not a traceback
             ordered = [folder / r["run"] for r in rows if (folder / r["run"]).is_dir()]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        except (MmkitError, OSError, KeyError, TypeError, ValueError):
             ordered = []
     rest = sorted(p for p in folder.iterdir() if p.is_dir() and is_run_dir(p) and p not in ordered)
     return ordered + rest
@@ -217,7 +218,7 @@ def sort_rows(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
 
     def key(row: Mapping[str, Any]) -> tuple[int, float]:
         value = row.get(metric, row.get(f"{metric}.mean"))
-        if not isinstance(value, (int, float)) or math.isnan(value):
+        if not isinstance(value, (int, float)) or math.isnan(float(value)):
             return (1, 0.0)
         return (0, value if low else -value)
 

@@ -19,7 +19,6 @@ This module imports nothing heavy; ``huggingface_hub``/``transformers`` are impo
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mmkit.errors import ParameterError
+from mmkit.safeio import read_json
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _HUB_PREFIX = ("hf-hub:", "hf_hub:", "hf:", "hub:")
@@ -68,10 +68,7 @@ def local_folder(path: str | os.PathLike[str], what: str) -> Path:
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ParameterError(f"{what}: cannot read {path}: {exc}") from exc
+    data = read_json(path, error=lambda msg: ParameterError(f"{what}: cannot read {msg}"))  # bounded
     if not isinstance(data, dict):
         raise ParameterError(f"{what}: {path} must hold a JSON object")
     return data

@@ -12,6 +12,7 @@ import ast
 import difflib
 import importlib.util
 import inspect
+import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -241,6 +242,11 @@ def value_matches(value: Any, annotation: str) -> bool:
     return isinstance(value, expected)
 
 
+def toml_key(key: str) -> str:
+    """``key`` as a key path shows it: bare when TOML allows, else quoted (``"."``, ``"a b"``, ``""``)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
 def validate_params(params: dict[str, Any], infos: list[ParamInfo], where: str) -> None:
     """Check ``params`` against a component's parameters; the error names ``where`` and the key."""
     known = {p.name: p for p in infos}
@@ -248,7 +254,7 @@ def validate_params(params: dict[str, Any], infos: list[ParamInfo], where: str) 
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(close)}?" if close else f"; known: {', '.join(known) or '(none)'}"
-            raise ParameterError(f"{where}.{key}: unknown key{hint}")
+            raise ParameterError(f"{where}.{toml_key(key)}: unknown key{hint}")
         if not value_matches(value, known[key].type):
             raise ParameterError(
                 f"{where}.{key}: expected {known[key].type}, got {type(value).__name__} {value!r}"

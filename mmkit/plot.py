@@ -42,16 +42,18 @@ def read_curves(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """
     curves: dict[str, dict[str, dict[int, float]]] = {}
     for rec in RunDir(run_dir).read_metrics():  # a line cut short by a crash is skipped
-        split = rec.get("split")
+        split, step = rec.get("split"), rec.get("step", 0)
+        if not isinstance(rec.get("metrics") or {}, dict) or not isinstance(step, int):
+            continue  # not a record mmkit wrote: skipped like a damaged line
         if split == "final":  # the final evaluation ends the val curves
-            finals = {k[4:]: v for k, v in (rec.get("metrics") or {}).items() if k.startswith("val.")}
-            rec = {"step": rec.get("step", 0), "metrics": finals}
+            finals = {str(k)[4:]: v for k, v in (rec.get("metrics") or {}).items() if str(k).startswith("val.")}
+            rec = {"step": step, "metrics": finals}
             split = "val"
         if split not in ("train", "val"):
             continue
         for name, value in (rec.get("metrics") or {}).items():
-            if isinstance(value, (int, float)):
-                curves.setdefault(split, {}).setdefault(name, {})[int(rec.get("step", 0))] = float(value)
+            if isinstance(value, (int, float)) and abs(value) < 1e300:  # a 400-digit integer is no point to plot
+                curves.setdefault(split, {}).setdefault(str(name), {})[step] = float(value)
     return {s: {n: sorted(v.items()) for n, v in names.items()} for s, names in curves.items()}
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import tomllib
 
 from mmkit.errors import MmkitError, ParameterError, RecipeError
-from mmkit.params import ParamInfo, validate_params
+from mmkit.params import ParamInfo, toml_key, validate_params
 from mmkit.registry import Registry, get_registry
 from mmkit.safeio import MAX_KEY_PARTS
 
@@ -397,7 +397,7 @@ def build_recipe(doc: dict[str, Any], source: str = "<recipe>", base_dir: str | 
 
             close = difflib.get_close_matches(key, SECTIONS, n=1)
             hint = f"; did you mean {close[0]}?" if close else f"; sections: {', '.join(SECTIONS)}"
-            raise RecipeError(f"{src}: {key}: unknown key{hint}")
+            raise RecipeError(f"{src}: {toml_key(key)}: unknown key{hint}")
     plugins = _fill(_section(doc, "plugins", src), PLUGINS_PARAMS, f"{src}: plugins")
     if plugins["require"]:
         _check_plugins(plugins["require"], f"{src}: plugins.require", registry)

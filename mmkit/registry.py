@@ -12,12 +12,14 @@ core knows which plugin made each registration, a failing plugin is isolated, an
 from __future__ import annotations
 
 import builtins
+import contextlib
 import difflib
 import fnmatch
 import importlib
 import importlib.metadata
 import os
 import re
+import sys
 import traceback
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
@@ -63,10 +65,10 @@ class ComponentInfo:
             obj: Any = importlib.import_module(module_name)
             for part in qualname.split("."):
                 obj = getattr(obj, part)
-        except Exception as exc:  # noqa: BLE001 - reported with the plugin's name
+        except BaseException as exc:  # noqa: BLE001 - reported with the plugin's name (sys.exit included)
             raise PluginError(
                 f"{self.kind} {self.name!r} of plugin {self.plugin!r} cannot be imported from "
-                f"{self.target!r}: {type(exc).__name__}: {exc}"
+                f"{self.target!r}: {_describe_error(_contained(exc))}"
             ) from exc
         return obj
 
@@ -128,6 +130,16 @@ def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+MAX_NAME = 100
+
+
+def valid_name(name: Any) -> bool:
+    """A component name: 1 to :data:`MAX_NAME` printable characters without whitespace or ``:`` (it is
+    written in recipes, on command lines and in ``plugin:name``)."""
+    return (isinstance(name, str) and 0 < len(name) <= MAX_NAME and name.isprintable()
+            and not any(c.isspace() or c == ":" for c in name))
+
+
 def _norm_dist(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -153,15 +165,20 @@ class Registrar:
         self.version = version
         self.registered: list[ComponentInfo] = []
 
-    def __call__(self, name: str, target: str, *, summary: str = "") -> ComponentInfo:
+    def __call__(self, name: str, target: str, *, summary: str = "") -> ComponentInfo | None:
+        """Record a component; an invalid registration is reported as the plugin's error (every one
+        is kept; the plugin's other registrations go on) and returns None."""
         kind, plugin = self.kind, self.plugin
-        if not isinstance(name, str) or not name or ":" in name:
-            raise PluginError(f"plugin {plugin!r} registered an invalid {kind} name {name!r}")
-        if not isinstance(target, str) or ":" not in target:
-            raise PluginError(
-                f"plugin {plugin!r}: {kind} {name!r} needs an import string 'module:Object', got {target!r}"
-            )
-        info = ComponentInfo(kind, name, target, plugin, self.version, summary)
+        problem = None
+        if not valid_name(name):
+            problem = (f"plugin {plugin!r} registered an invalid {kind} name {name!r} (1 to {MAX_NAME} printable "
+                       "characters, no whitespace or ':')")
+        elif not isinstance(target, str) or ":" not in target or not target.isprintable():
+            problem = f"plugin {plugin!r}: {kind} {name!r} needs an import string 'module:Object', got {target!r}"
+        if problem is not None:
+            self._registry._fail(plugin, plugin, self.version, "registration", PluginError(problem))
+            return None
+        info = ComponentInfo(kind, name, target, plugin, self.version, summary if isinstance(summary, str) else "")
         self._registry._add_component(info)
         self.registered.append(info)
         return info
@@ -499,15 +516,26 @@ class Registry:
         """
         info = self.validate(kind, name, params)
         cls = info.load()
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "no parameters"
         try:
-            return cls(**(context or {}), **info.fixed_params, **params)
+            with _budget(f"with {shown}"):  # sizes checked before the memory is allocated
+                return cls(**(context or {}), **info.fixed_params, **params)
         except MmkitError as exc:  # a constructor's own check: say whose
             raise type(exc)(f"{kind} {name!r} of plugin {info.plugin!r}: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - name the component, its plugin and the values given
-            shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "no parameters"
+        except BaseException as exc:  # noqa: BLE001 - name the component, its plugin and the values given
             error = ParameterError if isinstance(exc, (TypeError, ValueError, ArithmeticError)) else PluginError
             raise error(f"{kind} {name!r} of plugin {info.plugin!r} ({info.target}) failed to build with {shown}: "
-                        f"{type(exc).__name__}: {exc}") from exc
+                        f"{_describe_error(_contained(exc))}") from exc
+
+
+def _budget(what: str) -> Any:
+    """The memory budget of :mod:`mmkit.membudget` once torch is loaded (a component that never
+    imports torch, e.g. a dataset of rows, builds without one)."""
+    if "torch" not in sys.modules:
+        return contextlib.nullcontext()
+    from mmkit.membudget import allocation_budget
+
+    return allocation_budget(what)
 
 
 def _unknown_kind(kind: str) -> str:

@@ -19,7 +19,6 @@ silently (:func:`prepare_run_dir`) and are locked while a process trains in them
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -27,9 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from mmkit.errors import MmkitError
+from mmkit.safeio import (
+    MAX_TOML_BYTES,
+    dumps_json,
+    loads_json,
+    loads_toml,
+    name_max,
+    read_json,
+    read_text,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 RECIPE = "recipe.resolved.toml"
 SUMMARY = "summary.json"
@@ -171,41 +179,32 @@ class RunDir:
 
     def read_recipe(self) -> dict[str, Any]:
         """The resolved recipe as a TOML document."""
-        try:
-            return tomllib.loads(self.recipe.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RunDirError(f"{self.path}: not a run directory (no {RECIPE})") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise RunDirError(f"{self.recipe}: unreadable: {exc}") from exc
+        if not self.recipe.exists():
+            raise RunDirError(f"{self.path}: not a run directory (no {RECIPE})")
+        return loads_toml(read_text(self.recipe, max_bytes=MAX_TOML_BYTES, error=RunDirError), str(self.recipe),
+                          RunDirError)
 
     def read_summary(self) -> dict[str, Any] | None:
         """``summary.json`` (None while the run is unfinished), its shape checked: an error names the key."""
         if not self.summary_file.is_file():
             return None
-        try:
-            data = json.loads(self.summary_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RunDirError(f"{self.summary_file}: unreadable: {exc}") from exc
+        data = read_json(self.summary_file, error=RunDirError)
         check_summary(data, str(self.summary_file))
         return data
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` atomically (temp file + rename): it marks the run finished."""
         check_summary(summary, str(self.summary_file))
-        tmp = self.path / f".{SUMMARY}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.summary_file)
+        write_json_atomic(self.summary_file, summary)  # strict JSON: a NaN metric is null
 
     def write_recipe(self, text: str) -> None:
-        self.recipe.write_text(text, encoding="utf-8")
+        write_text_atomic(self.recipe, text)
 
     def append_metrics(self, record: Mapping[str, Any]) -> None:
-        """One record (``{"step", "epoch", "split", "metrics"}``) appended to ``metrics.jsonl``."""
+        """One record (``{"step", "epoch", "split", "metrics"}``) appended to ``metrics.jsonl`` (strict
+        JSON: a non-finite value is null)."""
         with open(self.metrics, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(dumps_json(record) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The records of ``metrics.jsonl`` (a line cut short by a crash is skipped)."""
@@ -214,8 +213,8 @@ class RunDir:
         out = []
         for line in self.metrics.read_text(encoding="utf-8").splitlines():
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
+                rec = loads_json(line, str(self.metrics))
+            except MmkitError:
                 continue
             if isinstance(rec, dict):
                 out.append(rec)
@@ -226,6 +225,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_metric(value: Any) -> bool:
+    """A metric value: a number within float range, or null (a non-finite value, as strict JSON
+    writes it)."""
+    if value is None:
+        return True
+    if not _is_number(value):
+        return False
+    try:
+        float(value)
+    except OverflowError:  # a 400-digit integer: readers compute with floats
+        return False
+    return True
+
+
 def check_summary(data: Any, where: str) -> None:
     """Raise :class:`RunDirError` naming the key when ``data`` is not a summary's shape."""
     if not isinstance(data, Mapping):
@@ -234,16 +247,22 @@ def check_summary(data: Any, where: str) -> None:
     if not isinstance(final, Mapping):
         raise RunDirError(f"{where}: final: expected an object of split -> metrics, got {type(final).__name__}")
     for split, values in final.items():
-        if not isinstance(values, Mapping) or not all(_is_number(v) for v in values.values()):
+        if not isinstance(values, Mapping) or not all(_is_metric(v) for v in values.values()):
             raise RunDirError(f"{where}: final.{split}: expected an object of metric -> number")
     best = data.get("best", {})
     if not isinstance(best, Mapping):
         raise RunDirError(f"{where}: best: expected an object, got {type(best).__name__}")
-    if best and not (isinstance(best.get("metric"), str) and _is_number(best.get("value"))):
+    if best and not (isinstance(best.get("metric"), str) and "value" in best and _is_metric(best["value"])):
         raise RunDirError(f"{where}: best: expected 'metric' (a name) and 'value' (a number)")
     for key in ("steps", "epochs", "samples_seen"):
         if key in data and not (isinstance(data[key], int) and not isinstance(data[key], bool)):
             raise RunDirError(f"{where}: {key}: expected an integer, got {data[key]!r}")
+    for key in ("samples_per_s", "train_seconds", "wall_seconds"):
+        if not _is_metric(data.get(key)):
+            raise RunDirError(f"{where}: {key}: expected a number, got {str(data[key])[:40]}")
+    params = data.get("params", {})
+    if not isinstance(params, Mapping) or not all(_is_metric(v) for v in params.values()):
+        raise RunDirError(f"{where}: params: expected an object of name -> number")
 
 
 # ------------------------------------------------------------------------------------- creating
@@ -257,13 +276,33 @@ def prepare_run_dir(output_dir: str | Path, name: str, mode: str = "new") -> tup
     if not name or "/" in name or name in (".", ".."):
         raise RunDirError(f"run.name {name!r}: must be a plain folder name")
     parent = Path(output_dir)
-    parent.mkdir(parents=True, exist_ok=True)
     path = parent / name
+    try:
+        return _prepare(parent, path, name, mode)
+    except OSError as exc:  # output_dir is a file, unwritable, a name too long, a full disk ...
+        where = exc.filename if exc.filename is not None else path
+        raise RunDirError(f"cannot create the run directory {path} (run.output_dir / run.name): {where}: "
+                          f"{exc.strerror or exc}") from None
+
+
+def _prepare(parent: Path, path: Path, name: str, mode: str) -> tuple[Path, bool]:
+    limit = name_max(parent)
+    if len(os.fsencode(name)) + 6 > limit:  # room for a -NNNN suffix; checked before anything is created
+        raise RunDirError(f"cannot create the run directory {parent / name[:40]}...: run.name is longer than "
+                          f"this filesystem allows ({limit} bytes)")
+    parent.mkdir(parents=True, exist_ok=True)
     if mode == "resume":
         if not path.is_dir():
             raise RunDirError(f"{path}: nothing to resume (no such run directory)")
         return path, False
-    if mode == "overwrite" and path.exists():
+    if mode == "overwrite" and (path.exists() or path.is_symlink()):
+        if path.is_symlink() or not path.is_dir():  # never delete what a link points to, or a file
+            raise RunDirError(f"{path}: not a run directory (a {'link' if path.is_symlink() else 'file'}); "
+                              "--overwrite replaces only run directories")
+        entries = {p.name for p in path.iterdir()}
+        if entries and not entries & {RECIPE, SUMMARY, METRICS, CHECKPOINTS, LOCK}:
+            raise RunDirError(f"{path}: not a run directory (none of {RECIPE}, {METRICS}, {CHECKPOINTS}/); "
+                              "--overwrite replaces only run directories")
         with RunLock(path):  # refuses while another process trains in it
             shutil.rmtree(path)
     for i in range(1, 10_000):

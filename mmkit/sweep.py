@@ -41,6 +41,7 @@ from mmkit.errors import MmkitError, RecipeError
 from mmkit.recipe import Recipe, apply_overrides, build_recipe, dump_toml, parse_value, read_toml
 from mmkit.registry import Registry, get_registry
 from mmkit.rundir import RunDir
+from mmkit.safeio import write_json_atomic, write_text_atomic
 
 ENGINE_ENCODER_KEYS = ("type", "freeze", "lr_mult")
 
@@ -336,8 +337,7 @@ def run_sweep(plan: SweepPlan, jobs: int = 1, overwrite: bool = False,
     """
     say = echo or (lambda _msg: None)
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
-    (plan.sweep_dir / "sweep_plan.json").write_text(json.dumps(plan.to_dict(), indent=2, default=str),
-                                                    encoding="utf-8")
+    write_json_atomic(plan.sweep_dir / "sweep_plan.json", plan.to_dict())
     result = SweepResult(plan, [], [], "")
     todo: list[tuple[SweepPoint, str]] = []
     total = len(plan.points)
@@ -517,12 +517,11 @@ def finish(result: SweepResult) -> None:
     head = ["run", *plan.keys, "seed"]
     columns = head + [c for c in metric_columns(rows, ()) if c not in head]
     d = plan.sweep_dir
-    (d / "sweep.csv").write_text(to_csv(rows, columns), encoding="utf-8")
-    (d / "sweep.json").write_text(json.dumps(rows, indent=2, default=str), encoding="utf-8")
+    write_text_atomic(d / "sweep.csv", to_csv(rows, columns))  # tables: atomic, strict JSON (NaN -> null)
+    write_json_atomic(d / "sweep.json", rows)
     if plan.seeds > 1:
-        (d / "sweep_summary.csv").write_text(to_csv(result.summary_rows), encoding="utf-8")
-        (d / "sweep_summary.json").write_text(json.dumps(result.summary_rows, indent=2, default=str),
-                                              encoding="utf-8")
+        write_text_atomic(d / "sweep_summary.csv", to_csv(result.summary_rows))
+        write_json_atomic(d / "sweep_summary.json", result.summary_rows)
 
 
 def print_result(result: SweepResult, console: Any = None) -> None:

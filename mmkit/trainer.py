@@ -12,6 +12,7 @@ callback (:mod:`mmkit.callbacks`). Only rank 0 writes files and prints.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from mmkit import checkpoint as ckpt
+from mmkit import preflight
 from mmkit.assembly import assemble, build_caches, cache_info, choose_device, load_splits, make_fields, plan_data
 from mmkit.callbacks import Callback, CallbackList, build_callbacks
 from mmkit.distributed import Dist, init_distributed, make_strategy
@@ -136,11 +138,15 @@ class Monitor:
             return cls(metric, train["monitor_mode"])
         return cls(metric, head.monitor_mode if metric == head.monitor else ("min" if "loss" in metric else "max"))
 
-    def update(self, state: TrainState, values: Mapping[str, float], source: str) -> bool:
-        """Record ``values`` in ``state.best``/``bad_evals``; True when the monitored metric improved."""
+    def check(self, values: Mapping[str, float], source: str) -> None:
+        """Refuse a monitored metric that the evaluation ``values`` do not hold."""
         if self.metric not in values:
             raise RecipeError(f"{source}: train.monitor {self.metric!r} is not a metric of this head; "
                               f"available: {', '.join(sorted(values))}")
+
+    def update(self, state: TrainState, values: Mapping[str, float], source: str) -> bool:
+        """Record ``values`` in ``state.best``/``bad_evals``; True when the monitored metric improved."""
+        self.check(values, source)
         current, prev = values[self.metric], state.best.get("value")
         if prev is not None and not (current < prev if self.mode == "min" else current > prev):
             state.bad_evals += 1
@@ -206,7 +212,11 @@ class Trainer:
         self.setup_run_dir()
         with RunLock(self.run.path) if self.dist.main else nullcontext():
             try:
-                self.setup()
+                try:
+                    self.setup()
+                except BaseException:
+                    self.discard_run_dir()
+                    raise
                 self.callbacks.fire("on_fit_start", self)
                 self._start_clock()
                 batches = self.data.batches(self.state)
@@ -243,7 +253,7 @@ class Trainer:
         self.device = choose_device(t["device"], self.dist.local_rank, what="train.device")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self.precision = Precision.choose(t["precision"], self.device)
+        self.precision = preflight.choose_precision(t, self.device, self.recipe.source)
         self.say = _Printer(self.dist.main and not self.quiet)
         self.setup_threads()
         seed_everything(self.seed)
@@ -264,22 +274,31 @@ class Trainer:
         path_text, self.renamed = self.dist.broadcast(made)
         self.run = RunDir(Path(path_text))
 
+    def discard_run_dir(self) -> None:
+        """A run that failed during setup leaves no run directory (a resumed one is kept): it holds
+        nothing but the resolved recipe, and would push the next run to a ``-2`` name."""
+        if self.mode != "resume" and self.dist.main and not self.run.checkpoints.exists():
+            shutil.rmtree(self.run.path, ignore_errors=True)
+
     def setup(self) -> None:
         """Model, data, strategy, optimizer, resumed state, callbacks (in this order)."""
         self.setup_model()
         self.setup_data()
+        self.monitor = Monitor.from_recipe(self.cfg, self.model.head)
+        preflight.check_monitor(self.monitor, self.model, self.data.val, self.device, self.precision.dtype,
+                                self.recipe.source)  # on the bare model: no collective of a strategy yet
         self.strategy = make_strategy(self.cfg["strategy"], self.dist, self.device, self.recipe.source)
         self.net: nn.Module = self.strategy.wrap(self.model)
         if self.cfg["compile"]:
             self.net = torch.compile(self.net)  # type: ignore[assignment]
         self.optimizer = make_optimizer(param_groups(self.model, self.recipe), self.recipe)
         self.schedule = Schedule.from_recipe(self.cfg, self.total_steps)
-        self.monitor = Monitor.from_recipe(self.cfg, self.model.head)
         if self._resume is not None:
             self.restore(self._resume)
         self.state.rng = RngSnapshot()
         self.callbacks = CallbackList(build_callbacks(self.cfg["callbacks"], self.registry, self.recipe.source,
                                                       self.extra_callbacks, self.say), self.dist.main)
+        preflight.check_callbacks(self.callbacks, self.recipe)
         self.net.train()
 
     def setup_model(self) -> None:

@@ -30,6 +30,31 @@ def clean_registry(monkeypatch: pytest.MonkeyPatch):
     mmkit.reset_registry()
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Whatever a test sets with ``torch.set_num_threads`` is undone after it: no test (or module)
+    leaks its thread count into the next; the session keeps what OMP_NUM_THREADS chose."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def torch_threads() -> Callable[[int], None]:
+    """``torch_threads(n)``: run the rest of this test with ``n`` intra-op threads (restored after it by
+    the autouse fixture above). For the few tests that measure or need a thread count."""
+
+    def set_threads(n: int) -> None:
+        import torch
+
+        torch.set_num_threads(n)
+
+    return set_threads
+
+
 @pytest.fixture
 def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], str]:
     """Write a throwaway module ``NAME.py`` into ``tmp_path`` (which is put on ``sys.path``).

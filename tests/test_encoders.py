@@ -15,7 +15,6 @@ from mmkit.errors import ComponentNotFoundError, DataError, ParameterError
 from mmkit.interfaces import Embedding
 from mmkit.testing import check_encoder
 
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")

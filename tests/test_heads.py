@@ -21,7 +21,6 @@ from mmkit_heads.contrastive import ContrastiveHead, gather_with_grad, info_nce
 from mmkit_heads.decoder import beam_decode, greedy_decode
 from mmkit_heads.regression import RegressionHead
 
-torch.set_num_threads(2)
 
 DIM = 16
 MODALITY_DIMS = {"image": 12, "text": 8}

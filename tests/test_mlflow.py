@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,15 @@ def test_mlflow_logs_params_metrics_and_artifacts_to_a_file_store(tmp_path: Path
 def test_the_callback_is_checked_like_any_component(tmp_path: Path) -> None:
     with pytest.raises(mmkit.RecipeError, match=r"train\.callbacks\[0\].*tracking_url"):
         mmkit.fit(tiny(tmp_path, [{"type": "mlflow", "tracking_url": "x"}]), quiet=True)
+
+
+def test_a_recipe_naming_mlflow_is_refused_before_training_where_mlflow_is_missing(tmp_path: Path) -> None:
+    code = (f"import sys; sys.modules['mlflow'] = None\nimport mmkit\n"  # what an environment without MLflow sees
+            f"try:\n    mmkit.fit({tiny(tmp_path, ['mlflow'])!r}, quiet=True)\n"
+            f"except mmkit.RecipeError as exc:\n    print('refused:', exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "refused:" in done.stdout and "pip install 'mmkit[mlflow]'" in done.stdout, done.stderr[-2000:]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 @pytest.mark.slow

@@ -21,7 +21,6 @@ from mmkit.cli_models import embed_cmd, eval_cmd, predict_cmd
 from mmkit.errors import DataError, MmkitError
 from mmkit.predictor import Predictor, iter_records, load
 
-torch.set_num_threads(2)
 
 # The subprocess runs the CLI with the model commands added (mmkit.cli may already have them).
 CLI = ("import sys; from mmkit.cli import cli; from mmkit.cli_models import COMMANDS\n"

@@ -27,7 +27,6 @@ from mmkit.trainer import TrainingError, train
 from mmkit.errors import DataError
 from mmkit.recipe import load_recipe
 
-torch.set_num_threads(2)
 
 TABULAR_RECIPE = """
 [run]

@@ -22,7 +22,6 @@ from mmkit import checkpoint as ckpt
 from mmkit import models as mreg
 from mmkit.errors import MmkitError, ParameterError
 
-torch.set_num_threads(2)
 
 
 class Payload:

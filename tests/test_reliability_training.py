@@ -33,7 +33,6 @@ from mmkit.recipe import load_recipe
 from mmkit.registry import Registry
 from mmkit.rundir import RunDirError, RunLock, prepare_run_dir
 
-torch.set_num_threads(2)
 
 
 @pytest.fixture

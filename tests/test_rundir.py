@@ -53,7 +53,7 @@ def test_summary_is_written_atomically_and_its_shape_checked(tmp_path: Path) -> 
     with pytest.raises(RunDirError, match=r"best: expected 'metric' \(a name\) and 'value' \(a number\)"):
         run.read_summary()
     run.summary_file.write_text("{not json")
-    with pytest.raises(RunDirError, match="summary.json: unreadable"):
+    with pytest.raises(RunDirError, match="summary.json line 1: invalid JSON"):
         run.read_summary()
 
 

@@ -18,7 +18,6 @@ from mmkit.modality import Modality
 from mmkit.testing import (ContractError, check_device, check_encoder, check_fusion, check_head, check_modality,
                            check_plugin_module, random_embeddings)
 
-torch.set_num_threads(1)  # tiny models: one thread is fastest on a shared machine
 
 TEXTS = ["a", "a much longer text about shapes", "mid length"]
 

@@ -10,7 +10,6 @@ import mmkit
 from mmkit.errors import ParameterError
 from mmkit.testing import check_encoder
 
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")

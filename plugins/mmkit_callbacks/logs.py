@@ -50,16 +50,15 @@ class TensorBoard(MetricsLog):
     """With ``train.tensorboard = true``: every metrics.jsonl record as scalars ``SPLIT/METRIC`` in
     the run's tensorboard/ folder (``pip install 'mmkit[tb]'``)."""
 
+    def check(self, recipe: Any) -> None:
+        if recipe.train["tensorboard"]:
+            _summary_writer(recipe.source)
+
     def on_fit_start(self, trainer: Any) -> None:
         super().on_fit_start(trainer)
         self.writer = None
-        if not trainer.cfg["tensorboard"]:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise mmkit.RecipeError("train.tensorboard = true needs TensorBoard: pip install 'mmkit[tb]'") from exc
-        self.writer = SummaryWriter(str(trainer.run.tensorboard))
+        if trainer.cfg["tensorboard"]:
+            self.writer = _summary_writer(trainer.recipe.source)(str(trainer.run.tensorboard))
 
     def write(self, trainer: Any, record: dict[str, Any]) -> None:
         if self.writer is None:
@@ -70,3 +69,13 @@ class TensorBoard(MetricsLog):
     def teardown(self, trainer: Any) -> None:
         if getattr(self, "writer", None) is not None:
             self.writer.close()
+
+
+def _summary_writer(source: str) -> Any:
+    """TensorBoard's ``SummaryWriter``, or a RecipeError saying which extra to install."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise mmkit.RecipeError(f"{source}: train.tensorboard = true needs TensorBoard: "
+                                "pip install 'mmkit[tb]'") from exc
+    return SummaryWriter

@@ -8,6 +8,7 @@ client is used directly (no global active run), so a notebook's own MLflow runs 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import time
@@ -48,6 +49,15 @@ class MLflowLogger(MetricsLog):
         self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
         self.client: Any = None
         self.run_id = ""
+
+    def check(self, recipe: Any) -> None:
+        """Refuse a recipe naming this callback where MLflow is not installed (``mmkit check`` too)."""
+        try:
+            found = importlib.util.find_spec("mlflow") is not None
+        except (ImportError, ValueError):  # a broken install, or a module blocked in sys.modules
+            found = False
+        if not found:
+            raise mmkit.RecipeError(f"{recipe.source}: the mlflow callback needs MLflow: pip install 'mmkit[mlflow]'")
 
     def on_fit_start(self, trainer: Any) -> None:
         super().on_fit_start(trainer)

@@ -31,6 +31,44 @@ def canonical_label(value: Any) -> Any:
     return str(value)
 
 
+class _LabelTypes:
+    """Refuses training labels whose types make their meaning ambiguous: the same text as a number
+    and as a string (``1`` and ``"1"`` would be two classes) and booleans beside other labels (``true``
+    would merge into ``1``). Other mixes (``"cat"`` and ``2``: a CSV parses each cell by itself) stay
+    distinct classes; nothing is merged or split silently."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.by_text: dict[str, tuple[str, Any, int]] = {}
+        self.first: dict[bool, tuple[str, Any, int]] = {}  # is-bool -> the first such label
+
+    def add(self, cell: Any, row: int, multi_label: bool) -> None:
+        if multi_label and isinstance(cell, (list, tuple, set)):
+            items = [v for v in cell if not _is_missing(v)]
+        elif multi_label and isinstance(cell, str):
+            return  # parts of a delimited string are all strings
+        else:
+            items = [cell]
+        for raw in items:
+            value = raw.item() if hasattr(raw, "item") and not isinstance(raw, (str, bytes)) else raw
+            kind = ("bool" if isinstance(value, bool) else "number" if isinstance(value, (int, float))
+                    else type(value).__name__)
+            seen = (kind, value, row)
+            self.first.setdefault(kind == "bool", seen)
+            if kind == "bool" and False in self.first:
+                self._refuse(self.first[False], seen)
+            if kind != "bool" and True in self.first:
+                self._refuse(self.first[True], seen)
+            other = self.by_text.setdefault(str(canonical_label(value)), seen)
+            if other[0] != kind:
+                self._refuse(other, seen)
+
+    def _refuse(self, a: tuple[str, Any, int], b: tuple[str, Any, int]) -> None:
+        first, second = sorted((a, b), key=lambda t: t[2])
+        raise DataError(f"{self.field}: labels mix types: {first[1]!r} ({first[0]}, training row {first[2]}) and "
+                        f"{second[1]!r} ({second[0]}, training row {second[2]}); write every label the same way")
+
+
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or (
         isinstance(value, str) and not value.strip())
@@ -156,11 +194,13 @@ class ClassificationHead(Head):
 
     def fit(self, values: Sequence[Mapping[str, Any]]) -> None:
         found: set[Any] = set()
+        types = _LabelTypes(self.field)
         for number, row in enumerate(values, start=1):
             try:
                 found.update(self._cell_labels(row[self.field]))
             except DataError as exc:
                 raise DataError(f"training row {number}: {exc}") from None
+            types.add(row[self.field], number, self.multi_label)
         if not found:
             raise DataError(f"{self.field}: the training split has no labels")
         if self.num_classes == "auto":

@@ -67,6 +67,32 @@ def add_sound(row: dict[str, Any], rng: random.Random, sample_rate: int = 16000,
     return row
 
 
+MAX_SAMPLE_RATE = 192_000
+MAX_SECONDS = 60.0
+MAX_AUDIO_BYTES = 4 << 30
+
+
+def _check_sizes(rows: int, sample_rate: int, min_seconds: float, max_seconds: float, noise: float) -> None:
+    """Every size checked before anything is generated (a huge sample rate or clip length would
+    otherwise fill the memory until the OOM killer ends the process)."""
+    if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= MAX_SAMPLE_RATE:
+        raise mmkit.ParameterError(f"shapes-audio: sample_rate must be 1000 to {MAX_SAMPLE_RATE} Hz, "
+                                   f"got {sample_rate!r}")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (min_seconds, max_seconds, noise)):
+        raise mmkit.ParameterError(f"shapes-audio: min_seconds, max_seconds and noise must be finite numbers, got "
+                                   f"{min_seconds!r}, {max_seconds!r}, {noise!r}")
+    if not 0 < min_seconds <= max_seconds <= MAX_SECONDS:
+        raise mmkit.ParameterError(f"shapes-audio: need 0 < min_seconds <= max_seconds <= {MAX_SECONDS:g}, got "
+                                   f"{min_seconds}, {max_seconds}")
+    if noise < 0:
+        raise mmkit.ParameterError(f"shapes-audio: noise must be at least 0, got {noise}")
+    total = rows * math.ceil(sample_rate * max_seconds) * 4
+    if total > MAX_AUDIO_BYTES:
+        raise mmkit.ParameterError(f"shapes-audio: {rows} clips of up to {max_seconds:g} s at {sample_rate} Hz take "
+                                   f"up to {total / 2**30:.1f} GiB in memory (at most {MAX_AUDIO_BYTES >> 30} GiB); "
+                                   "use fewer rows or shorter clips")
+
+
 def shapes_audio(n_train: int = 2000, n_val: int = 500, n_test: int = 500, seed: int = 0, image_size: int = 64,
                  sample_rate: int = 16000, min_seconds: float = 0.25, max_seconds: float = 0.5,
                  noise: float = 0.05) -> mmkit.DataSplits:
@@ -84,9 +110,8 @@ def shapes_audio(n_train: int = 2000, n_val: int = 500, n_test: int = 500, seed:
         max_seconds: longest clip.
         noise: standard deviation of the white noise added to each clip.
     """
-    if not 0 < min_seconds <= max_seconds:
-        raise mmkit.ParameterError(f"shapes-audio: need 0 < min_seconds <= max_seconds, got {min_seconds}, "
-                                   f"{max_seconds}")
+    _check_sizes(n_train + n_val + n_test if all(isinstance(n, int) for n in (n_train, n_val, n_test)) else 0,
+                 sample_rate, min_seconds, max_seconds, noise)
     try:
         shapes = mmkit.create("dataset", "shapes", n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
                               image_size=image_size)

@@ -21,5 +21,8 @@ run benchmarks/startup.py "$@"
 run benchmarks/data_pipeline.py "$@"
 run benchmarks/memory.py "$@"
 run benchmarks/decoding.py "$@"
+run benchmarks/user_data.py "$@"
+run benchmarks/user_data.py --clock cpu --no-busy "$@" --out "benchmarks/results/user_data-cpu${1:+-quick}.json"
+run benchmarks/tricks.py --variants base,channels_last,adamw_fused,adamw_forloop "$@"
 run benchmarks/gpu_mfu.py --device cpu "$@" --out "benchmarks/results/gpu_mfu-cpu${1:+-quick}.json"
 echo "Markdown blocks: $all" >&2

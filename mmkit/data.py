@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -78,6 +78,23 @@ class MultimodalDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def field_item(self, fld: Field, row: Mapping[str, Any], index: int, source: str, label: int | str) -> Any:
+        """One field's preprocessed item for a row (None when absent); a cache overrides this."""
+        raw = load_field(fld, row, self.base_dir, source, index, label)
+        if raw is None:
+            return None
+        return self.seeded(fld, index, source, label, lambda: fld.encoder.preprocess(raw, train=self.train))
+
+    def seeded(self, fld: Field, index: int, source: str, label: int | str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` (a field's preprocessing) with errors naming ``source`` and row ``label``, under
+        the sample's own torch seed when training preprocessing is random."""
+        with data_context(source, label, fld.columns):
+            if self.train and not fld.encoder.deterministic_train:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
+                    return fn()
+            return fn()
+
     def raw_targets(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
         return {f: row.get(c) for f, c in self.target_columns.items()}
@@ -94,17 +111,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
             if fld.name in self.cached:
                 items[fld.name] = not fld.is_absent(fld.cell(row))
                 continue
-            raw = load_field(fld, row, self.base_dir, source, index, label)
-            if raw is None:
-                items[fld.name] = None
-                continue
-            with data_context(source, label, fld.columns):
-                if self.train and not fld.encoder.deterministic_train:
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
-                        items[fld.name] = fld.encoder.preprocess(raw, train=True)
-                else:
-                    items[fld.name] = fld.encoder.preprocess(raw, train=self.train)
+            items[fld.name] = self.field_item(fld, row, index, source, label)
         target = None
         if self.head is not None:
             raw_t = {f: row.get(c) for f, c in self.target_columns.items()}

@@ -181,6 +181,12 @@ class Encoder(Component):
       deterministic. Set ``deterministic_train = True`` when training preprocessing is also
       deterministic (then a frozen encoder's outputs can be cached).
     * ``collate(items)``: a list of preprocessed items (present samples only) -> tensors.
+    * ``to_cache(raw, train)`` / ``from_cache(item, train)`` (optional): split ``preprocess`` at the
+      decoded-sample cache (``train.data_cache``): ``to_cache`` does the deterministic, costly part
+      once (decode, resize) and returns a tensor to keep (uint8 for images) or None (not cacheable);
+      ``from_cache`` does the rest every epoch (augmentation, normalisation) and must give exactly
+      what ``preprocess`` gives. The default caches ``preprocess``'s output when it is a tensor and
+      preprocessing is deterministic.
     * ``forward(inputs)``: collated inputs of ``P`` present samples -> :class:`Embedding` with
       ``pooled [P, dim]`` and, if ``has_tokens``, ``tokens [P, T, dim]`` with ``token_mask [P, T]``
       (``present`` all True). The engine scatters it to the full batch.
@@ -196,6 +202,18 @@ class Encoder(Component):
 
     def collate(self, items: list[Any]) -> Any:
         return torch.utils.data.default_collate(items)
+
+    def to_cache(self, raw: Any, train: bool = False) -> Tensor | None:
+        """The decoded form of ``raw`` kept by the decoded-sample cache, or None when not cacheable."""
+        if train and not self.deterministic_train:
+            return None
+        item = self.preprocess(raw, train)
+        return item if isinstance(item, Tensor) else None
+
+    def from_cache(self, item: Tensor, train: bool = False) -> Any:
+        """The preprocessed item from a cached one (what ``preprocess`` returns for the same raw value);
+        never changes ``item`` in place (the cache keeps it)."""
+        return item.clone()
 
     def forward(self, inputs: Any) -> Embedding:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -22,7 +22,13 @@ from mmkit.data import Collator, EmbeddingCache, EpochSampler, Field, Multimodal
 from mmkit.distributed import Dist
 from mmkit.errors import DataError
 from mmkit.interfaces import Batch, Head
+from mmkit.rundir import RunDir
+from mmkit.sample_cache import Budget, CachedDataset, SampleStore, memory_budget
 from mmkit.streaming import BadSamples, StreamBatches, StreamDataset, batches_of, stream_loader
+from mmkit.threads import local_world_size
+
+#: splits the decoded-sample cache covers (read every epoch; test is read once; streams never)
+CACHED_SPLITS = ("train", "val")
 
 
 def _first(ds: StreamDataset) -> list[Any]:
@@ -32,7 +38,8 @@ def _first(ds: StreamDataset) -> list[Any]:
 
 
 def num_workers(setting: int | str, device: torch.device) -> int:
-    """``auto``: no worker processes on the CPU (they would compete with the model for cores), up
+    """``auto``: no worker processes on the CPU (they compete with the model for the same cores, and
+    with the decoded-sample cache there is little left for them to do after the first epoch), up
     to 8 on a GPU."""
     if setting != "auto":
         return int(setting)
@@ -44,11 +51,13 @@ class TrainData:
 
     def __init__(self, plan: DataPlan, fields: Sequence[Field], head: Head,
                  caches: Mapping[str, Mapping[str, EmbeddingCache]], *, batch_size: int, workers: int | str,
-                 seed: int, dist: Dist, device: torch.device, log: Callable[[str], None] | None = None) -> None:
+                 seed: int, dist: Dist, device: torch.device, log: Callable[[str], None] | None = None,
+                 data_cache: str = "off", run: RunDir | None = None) -> None:
         self.plan, self.fields, self.head, self.caches = plan, list(fields), head, caches
         self.batch_size, self.seed, self.dist, self.device = batch_size, seed, dist, device
         self.workers = num_workers(workers, device)
         self.log = log or (lambda message: None)
+        self.stores = self._stores(data_cache, run)
         self.stream: StreamDataset | None = None
         self.bad = BadSamples()
         if plan.stream("train") is not None:
@@ -69,9 +78,13 @@ class TrainData:
         if not rows:
             return None
         caches = dict(self.caches.get(split, {}))
-        ds = MultimodalDataset(rows, self.fields, self.head, self.plan.target_columns,
-                               base_dir=self.plan.splits.base_dir, source=self.plan.source(split), train=train,
-                               seed=self.seed, cached=list(caches))
+        kwargs: dict[str, Any] = dict(base_dir=self.plan.splits.base_dir, source=self.plan.source(split), train=train,
+                      seed=self.seed, cached=list(caches))
+        store = self.stores.get(split)
+        ds = (MultimodalDataset(rows, self.fields, self.head, self.plan.target_columns, **kwargs) if store is None
+              else CachedDataset(rows, self.fields, self.head, self.plan.target_columns, store=store, **kwargs))
+        if isinstance(ds, CachedDataset) and self.workers:
+            ds.prefill(range(len(rows)), self.workers)  # a worker's cache would die with it
         sampler = EpochSampler(len(rows), shuffle=train, seed=self.seed, rank=self.dist.rank, world=self.dist.world,
                                pad=train)
         dl = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
@@ -79,6 +92,36 @@ class TrainData:
                                          pin_memory=self.device.type == "cuda", persistent_workers=False,
                                          generator=torch.Generator().manual_seed(self.seed))
         return dl, sampler, ds
+
+    def _stores(self, mode: str, run: RunDir | None) -> dict[str, SampleStore]:
+        """One decoded-sample store per cached split, sharing this process's memory budget."""
+        self.cache_mode = mode
+        if mode == "off":
+            return {}
+        self.cache_budget = float(memory_budget(local_world_size())) if mode == "auto" else float("inf")
+        budget = Budget(self.cache_budget)
+        return {split: SampleStore(mode, budget, run.sample_cache_file(split, self.dist.rank) if run else None)
+                for split in CACHED_SPLITS if self.plan.stream(split) is None}
+
+    def describe_cache(self) -> str:
+        """The run header's line about the decoded-sample cache."""
+        if not self.stores:
+            return "data cache: " + ("off (samples are decoded every epoch)" if self.cache_mode == "off" else
+                                     "not used (streamed splits are read once per epoch)")
+        store = next(iter(self.stores.values()))
+        where = {"memory": "in memory", "disk": "in a memory-mapped file in the run directory",
+                 "auto": f"in memory up to {self.cache_budget / 2**30:.1f} GiB, the rest in a memory-mapped file"}
+        when = "prefilled by the loader workers" if self.workers else "filled during the first epoch"
+        return f"data cache: {store.mode}: decoded {'/'.join(self.stores)} samples kept {where[store.mode]} ({when})"
+
+    def cache_summary(self) -> dict[str, Any]:
+        """What the decoded-sample cache holds per split (empty when off), for summary.json."""
+        return {split: store.summary() for split, store in self.stores.items()}
+
+    def close(self) -> None:
+        """Release the decoded-sample cache (memory and spill files)."""
+        for store in self.stores.values():
+            store.close()
 
     def _plain(self, split: str) -> Any:
         if self.plan.stream(split) is not None:

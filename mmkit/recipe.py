@@ -62,6 +62,12 @@ TRAIN_PARAMS = [
               "auto = bf16 autocast on GPUs that support it, fp32 on CPU"),
     ParamInfo("device", "Literal['auto', 'cpu', 'cuda']", "auto", "auto = cuda when available"),
     ParamInfo("num_workers", "int | Literal['auto']", "auto", "DataLoader workers; auto = 0 on CPU, up to 8 on GPU"),
+    ParamInfo("threads", "int | Literal['auto']", "auto",
+              "torch intra-op threads; auto = the cores free to this process (affinity, cgroup quota, local "
+              "ranks, loader workers), 1 when a probe finds the cores busy"),
+    ParamInfo("data_cache", "Literal['auto', 'memory', 'disk', 'off']", "auto",
+              "keep decoded samples (before augmentation) from the first epoch on: in memory, in a memory-mapped "
+              "file in the run directory, or auto = memory within a budget from available RAM, the rest on disk"),
     ParamInfo("eval_every", "int", 0, "evaluate every N optimizer steps; 0 = at the end of every epoch "
               "(always at the end of training)"),
     ParamInfo("checkpoint_every", "int", 0, "also write checkpoints/last every N optimizer steps; 0 = at evaluations"),
@@ -334,6 +340,8 @@ def _check_train_ranges(train: dict[str, Any], src: str) -> None:
     for key in ("warmup_steps", "num_workers"):
         if train[key] != "auto" and train[key] < 0:
             raise bad(key, "'auto' or 0 or more")
+    if train["threads"] != "auto" and not 1 <= train["threads"] <= 1024:
+        raise bad("threads", "'auto' or between 1 and 1024")
     for key in ("lr", "weight_decay", "momentum", "grad_clip"):
         if not math.isfinite(train[key]) or train[key] < 0:
             raise bad(key, "a finite number >= 0")

@@ -51,6 +51,7 @@ TENSORBOARD = "tensorboard"
 INPUTS = "inputs"
 INPUT_FILES = "files"  # inside INPUTS
 LOCK = ".lock"
+SAMPLE_CACHE = ".sample-cache"  # decoded samples spilled to disk while a run trains (deleted on close)
 # inside a checkpoint folder
 WEIGHTS = "model.safetensors"
 STATE = "state.json"
@@ -149,6 +150,10 @@ class RunDir:
     @property
     def lock(self) -> Path:
         return self.path / LOCK
+
+    def sample_cache_file(self, split: str, rank: int) -> Path:
+        """The memory-mapped spill file of a split's decoded-sample cache (one per rank)."""
+        return self.path / SAMPLE_CACHE / f"{split}-rank{rank}.bin"
 
     @staticmethod
     def looks_like_run(path: str | Path) -> bool:

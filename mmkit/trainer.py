@@ -31,7 +31,7 @@ from mmkit.distributed import Dist, init_distributed, make_strategy
 from mmkit.errors import MmkitError, RecipeError
 from mmkit.evaluation import autocast, evaluate
 from mmkit.interfaces import Batch
-from mmkit.loaders import TrainData
+from mmkit.loaders import TrainData, num_workers
 from mmkit.model import count_parameters
 from mmkit.optim import Schedule, make_optimizer, param_groups
 from mmkit.preempt import Preemption
@@ -39,6 +39,7 @@ from mmkit.recipe import Recipe, dump_toml
 from mmkit.registry import Registry, get_registry
 from mmkit.rng import RngSnapshot, restore_rng, seed_everything
 from mmkit.rundir import LAST, OPTIMIZER_SHARDS, RunDir, RunLock, prepare_run_dir
+from mmkit.threads import apply_threads, choose_threads
 from mmkit.trained import load_trained
 
 
@@ -231,6 +232,8 @@ class Trainer:
                     self.request_stop("interrupted", interrupt=True)
                 return self.finish()
             finally:
+                if hasattr(getattr(self, "data", None), "close"):
+                    self.data.close()  # the decoded-sample cache's memory and spill files
                 self.callbacks.fire("teardown", self)
 
     def done(self) -> bool:
@@ -257,7 +260,15 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.precision = preflight.choose_precision(t, self.device, self.recipe.source)
         self.say = _Printer(self.dist.main and not self.quiet)
+        self.setup_threads()
         seed_everything(self.seed)
+
+    def setup_threads(self) -> None:
+        """torch's intra-op threads from ``train.threads`` (:mod:`mmkit.threads`), said in the header."""
+        workers = num_workers(self.cfg["num_workers"], self.device)
+        self.threads = choose_threads(self.cfg["threads"], workers=workers)  # local ranks: LOCAL_WORLD_SIZE
+        apply_threads(self.threads)
+        self.say(self.threads.describe())
 
     def setup_run_dir(self) -> None:
         """The run directory: rank 0 creates (or finds) it, the other ranks follow."""
@@ -368,8 +379,10 @@ class Trainer:
             self.cache_info["seconds"] = round(time.perf_counter() - started, 2)
             self.say(f"cache: frozen encoder outputs computed once for {', '.join(sorted(caches.get('train', {})))}")
         self.data = self.data_class(self.plan, fields, self.model.head, caches, batch_size=t["batch_size"],
-                              workers=t["num_workers"], seed=self.seed, dist=self.dist, device=self.device,
-                              log=self.say)
+                                    workers=t["num_workers"], seed=self.seed, dist=self.dist, device=self.device,
+                                    log=self.say, data_cache=t["data_cache"], run=self.run)
+        if hasattr(self.data, "describe_cache"):
+            self.say(self.data.describe_cache())
         steps_per_epoch = max(1, math.ceil(self.data.batches_per_epoch / t["grad_accum"]))
         self.total_steps = t["max_steps"] if t["max_steps"] > 0 else t["epochs"] * steps_per_epoch
 
@@ -577,7 +590,8 @@ class Trainer:
             "train_seconds": round(s.train_time, 2), "wall_seconds": round(self.clock() - self.t0, 2),
             "stopped_early": s.stop is not None, "stop_reason": s.stop, "params": self.params,
             "cache": self.cache_info, "device": str(self.device), "precision": self.precision.name,
-            "world_size": self.dist.world,
+            "world_size": self.dist.world, "threads": self.threads.as_dict(),
+            "data_cache": self.data.cache_summary() if hasattr(self.data, "cache_summary") else {},
         }
 
     @property

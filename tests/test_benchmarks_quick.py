@@ -133,3 +133,22 @@ def test_text_encoders_quick(tmp_path: Path) -> None:
     positive_medians(doc["results"])
     assert doc["ratios_vs_text_transformer"]["text-transformer"] == 1.0
     assert doc["cache_build_seconds_per_row"]["median"] > 0
+
+
+def test_user_data_quick(tmp_path: Path) -> None:
+    doc = run_quick("user_data", tmp_path)
+    assert set(doc["results"]) == {"quiet", "busy"}
+    assert all(set(doc["results"][ph]) == {"mmkit", "hand"} for ph in ("quiet", "busy"))
+    positive_medians(doc["results"])
+    assert all(doc["ratios"][ph][k] > 0 for ph in ("quiet", "busy") for k in ("steady", "all"))
+    assert doc["slowdown"]["mmkit"]["steady"] > 0 and doc["slowdown"]["hand"]["steady"] > 0
+    assert doc["thread_choice"]["quiet"] and doc["thread_choice"]["busy"]  # the policy's choice is recorded
+    assert doc["data_cache"]["memory_mb"] > 0 and doc["data_cache"]["hits"] > 0  # mmkit read decoded samples
+    assert doc["peak_rss_kb"]["off"] > 0 and doc["peak_rss_kb"]["auto"] > 0
+
+
+def test_tricks_quick(tmp_path: Path) -> None:
+    doc = run_quick("tricks", tmp_path, "--variants", "base,channels_last,adamw_fused")  # compile: minutes
+    assert set(doc["results"]) == {"base", "channels_last", "adamw_fused"}
+    positive_medians(doc["results"])
+    assert doc["speed_vs_base"]["base"]["cpu_ms"] == 1.0 and doc["speed_vs_base"]["adamw_fused"]["cpu_ms"] > 0

@@ -11,7 +11,8 @@ from torch import Tensor
 from mmkit import DataError, Embedding, Encoder, ParameterError
 
 from mmkit_timm.offline import local_model_name, local_weights
-from mmkit_timm.transforms import TransformSpec, batch_seed, canonical_augment, mix_batch, preprocess_image
+from mmkit_timm.transforms import (TransformSpec, batch_seed, build_transform, canonical_augment, mix_batch,
+                                   preprocess_image, to_normalized)
 
 
 def _create(model: str) -> Any:
@@ -126,6 +127,31 @@ class TimmEncoder(Encoder):
             raise DataError(f"timm encoder expects a loaded PIL image, got {type(raw).__name__}")
         image = raw if raw.mode == "RGB" else raw.convert("RGB")
         pixels = preprocess_image(self.transform_spec, image, train)
+        if train and self.mixes:
+            return {"pixels": pixels, "seed": int(torch.randint(0, 2**31 - 1, ()))}
+        return pixels
+
+    def to_cache(self, raw: Any, train: bool = False) -> Tensor | None:
+        """The decoded-sample cache's form: uint8 ``[3, H, W]`` -- resized/cropped when that is
+        deterministic (no augmentation), else the decoded image itself (augmentation runs after the cache)."""
+        from PIL import Image
+
+        if not isinstance(raw, Image.Image):
+            raise DataError(f"timm encoder expects a loaded PIL image, got {type(raw).__name__}")
+        image = raw if raw.mode == "RGB" else raw.convert("RGB")
+        if not (train and self.transform_spec.augments) and self.image_size:
+            return build_transform(self.transform_spec, self.image_size, self.image_size, False)(image)
+        import numpy as np
+
+        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+    def from_cache(self, item: Tensor, train: bool = False) -> Any:
+        """What :meth:`preprocess` gives for the image ``item`` was cached from (bitwise)."""
+        if train and self.transform_spec.augments:
+            from PIL import Image
+
+            return self.preprocess(Image.fromarray(item.permute(1, 2, 0).numpy(), mode="RGB"), train)
+        pixels = to_normalized(item, self.transform_spec)
         if train and self.mixes:
             return {"pixels": pixels, "seed": int(torch.randint(0, 2**31 - 1, ()))}
         return pixels

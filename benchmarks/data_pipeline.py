@@ -8,7 +8,7 @@ timm encoder's ``preprocess``: RGB, [0, 1], mean/std normalisation) and, interle
 plain ``Dataset`` doing ``PIL.Image.open(path).convert("RGB")`` + torchvision ``ToTensor`` +
 ``Normalize`` with the default collate. Same batch size, shuffling and workers on both sides.
 
-(b) ``mmkit.trainer.train`` runs the quickstart model (64 px, batch 64, ``num_workers`` auto = 0 on
+(b) ``mmkit._internal.trainer.train`` runs the quickstart model (64 px, batch 64, ``num_workers`` auto = 0 on
 CPU) with its training DataLoader instrumented: the time inside ``next(iterator)`` over the time of
 whole steps (wall and process-CPU clocks) is the fraction of the loop spent waiting on data.
 
@@ -58,9 +58,9 @@ def pipeline_throughput(args: Any, tmp: Path) -> tuple[dict[str, list[float]], i
     import torch
 
     import mmkit
-    from mmkit.data import Collator, Field, MultimodalDataset
-    from mmkit.manifest import load_manifest_splits
-    from mmkit.registry import get_registry
+    from mmkit._internal.data import Collator, Field, MultimodalDataset
+    from mmkit._internal.manifest import load_manifest_splits
+    from mmkit._internal.registry import get_registry
 
     manifest = export(args.n, tmp / "shapes")
     splits = load_manifest_splits(train=manifest, columns={"image": "image"})
@@ -129,8 +129,8 @@ class _Timing:
 def loader_wait(args: Any, tmp: Path) -> dict[str, list[float]]:
     import torch
 
-    from mmkit.trainer import train
-    from mmkit.recipe import build_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import build_recipe
 
     original = torch.utils.data.DataLoader
     timings: list[_Timing] = []

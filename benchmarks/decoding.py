@@ -56,7 +56,7 @@ def main() -> None:
 
     import torch
 
-    from mmkit.interfaces import Fused
+    from mmkit._internal.interfaces import Fused
 
     threads = C.set_threads(args.threads)
     torch.manual_seed(0)

@@ -6,11 +6,11 @@ norms/biases), gradient clipping (1.0), cosine schedule with warm-up, and number
 
 Sides, interleaved in one process (A B C A B C ...), each rep from a freshly built model:
 
-* ``mmkit``: ``mmkit.trainer.train`` on the recipe; samples/s from its summary (training loop only:
+* ``mmkit``: ``mmkit._internal.trainer.train`` on the recipe; samples/s from its summary (training loop only:
   data loading included, model building, evaluation and checkpoints excluded).
 * ``torch_pretensor``: the baseline a competent engineer writes for a dataset that fits in memory:
   images converted once to a uint8 tensor, texts tokenized once to padded ids; each step slices a
-  shuffled index, normalises on the fly, runs the same modules (built by ``mmkit.assembly.assemble``)
+  shuffled index, normalises on the fly, runs the same modules (built by ``mmkit._internal.assembly.assemble``)
   and syncs the loss to Python only every 10 steps. The one-off conversion is reported, not timed.
 * ``torch_loader``: a plain ``Dataset`` + ``DataLoader`` doing the same per-sample conversion
   (PIL -> normalised tensor, tokenize) every epoch, as mmkit does for a non-frozen encoder.
@@ -63,9 +63,9 @@ class Baselines:
         import numpy as np
         import torch
 
-        from mmkit.assembly import choose_device, load_splits, plan_data
-        from mmkit.registry import get_registry
-        from mmkit.trainer import Precision
+        from mmkit._internal.assembly import choose_device, load_splits, plan_data
+        from mmkit._internal.registry import get_registry
+        from mmkit._internal.trainer import Precision
 
         self.args, self.recipe = args, recipe
         self.registry = get_registry()
@@ -97,8 +97,8 @@ class Baselines:
         self.std = torch.tensor(enc.std, device=self.device).view(1, 3, 1, 1) * 255
 
     def fresh_model(self) -> Any:
-        from mmkit.assembly import assemble
-        from mmkit.rng import seed_everything
+        from mmkit._internal.assembly import assemble
+        from mmkit._internal.rng import seed_everything
 
         seed_everything(0)
         model = assemble(self.recipe, self.registry, self.plan)
@@ -254,8 +254,8 @@ def main() -> None:
     args.workers = int(args.workers) if str(args.workers).isdigit() else "auto"
     load_before = C.loadavg()
 
-    from mmkit.trainer import Trainer, train
-    from mmkit.recipe import build_recipe
+    from mmkit._internal.trainer import Trainer, train
+    from mmkit._internal.recipe import build_recipe
 
     threads = C.set_threads(args.threads)
     clock = time.perf_counter if args.clock == "wall" else time.process_time

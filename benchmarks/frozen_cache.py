@@ -58,8 +58,8 @@ def main() -> None:
     load_before = C.loadavg()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from mmkit.trainer import train
-    from mmkit.recipe import build_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import build_recipe
 
     threads = C.set_threads(args.threads)
     tmp = tempfile.mkdtemp(prefix="mmkit-bench-")

@@ -60,7 +60,7 @@ def matmul_peak(device: Any, dtype: Any, n: int, repeats: int) -> float:
 def fusion_inputs(cfg: dict[str, Any], device: Any) -> dict[str, Any]:
     import torch
 
-    from mmkit.interfaces import Embedding
+    from mmkit._internal.interfaces import Embedding
 
     out = {}
     for name in ("image", "text"):

@@ -56,8 +56,8 @@ def peak_rss(cmd: list[str], threads: int) -> tuple[float, float]:
 
 
 def train_text_model(tmp: Path, quick: bool) -> Path:
-    from mmkit.trainer import train
-    from mmkit.recipe import build_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import build_recipe
 
     doc = {"run": {"name": "text-model", "output_dir": str(tmp / "runs"), "seed": 0},
            "data": {"dataset": "shapes", "options": {"n_train": 64, "n_val": 16, "n_test": 0, "image_size": 16}},

@@ -49,8 +49,8 @@ def main() -> None:
     args.batch_size = args.batch_size or (8 if args.quick else 64)
     load_before = C.loadavg()
 
-    from mmkit.trainer import train
-    from mmkit.recipe import build_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import build_recipe
 
     threads = C.set_threads(args.threads)
     tmp = tempfile.mkdtemp(prefix="mmkit-bench-")

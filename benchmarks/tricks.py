@@ -31,9 +31,9 @@ class Bench:
 
         import torch
 
-        from mmkit.assembly import load_splits, plan_data
-        from mmkit.recipe import build_recipe
-        from mmkit.registry import get_registry
+        from mmkit._internal.assembly import load_splits, plan_data
+        from mmkit._internal.recipe import build_recipe
+        from mmkit._internal.registry import get_registry
         from user_data import build_manifest, recipe_doc
 
         self.args = args
@@ -53,8 +53,8 @@ class Bench:
         self.compile_seconds: list[float] = []
 
     def model(self) -> Any:
-        from mmkit.assembly import assemble
-        from mmkit.rng import seed_everything
+        from mmkit._internal.assembly import assemble
+        from mmkit._internal.rng import seed_everything
 
         seed_everything(0)
         return assemble(self.recipe, self.registry, self.plan).train()

@@ -6,11 +6,11 @@ text-transformer + transformer fusion + classification head, batch 32, AdamW, co
 gradient clipping -- for ``--epochs`` epochs, two ways, interleaved (A B A B ..., ``--repeats``
 times after one untimed warm-up of each), each repeat from a freshly built model:
 
-* ``mmkit``: ``mmkit.trainer.train`` on a recipe naming the manifest, every speed setting at its
+* ``mmkit``: ``mmkit._internal.trainer.train`` on a recipe naming the manifest, every speed setting at its
   default (``threads = "auto"``, ``data_cache = "auto"``, ``num_workers = "auto"``).
 * ``hand``: what a competent engineer writes: every PNG decoded once into a uint8 tensor and every
   caption tokenized once (reported, not timed), then per epoch a shuffled index, normalisation on the
-  fly, the same modules (built by ``mmkit.assembly.assemble``), one loss sync per 10 steps; torch
+  fly, the same modules (built by ``mmkit._internal.assembly.assemble``), one loss sync per 10 steps; torch
   intra-op threads ``--threads`` (default 1: what that engineer sets on a shared machine).
 
 Phase (a) runs on the machine as it is ("quiet"; the load average is printed, since other users'
@@ -93,8 +93,8 @@ class Hand:
         import torch
         from PIL import Image
 
-        from mmkit.assembly import load_splits, plan_data
-        from mmkit.registry import get_registry
+        from mmkit._internal.assembly import load_splits, plan_data
+        from mmkit._internal.registry import get_registry
 
         self.args, self.recipe, self.threads = args, recipe, threads
         self.registry = get_registry()
@@ -120,8 +120,8 @@ class Hand:
         self.std = torch.tensor(enc.std).view(1, 3, 1, 1) * 255
 
     def fresh_model(self) -> Any:
-        from mmkit.assembly import assemble
-        from mmkit.rng import seed_everything
+        from mmkit._internal.assembly import assemble
+        from mmkit._internal.rng import seed_everything
 
         seed_everything(0)
         return assemble(self.recipe, self.registry, self.plan).train()
@@ -181,8 +181,8 @@ def rates(epoch_seconds: list[float], n: int) -> dict[str, float]:
 
 def mmkit_side(args: Any, folder: Path, tmp: str, runs: Any, log: dict[str, list[Any]]) -> dict[str, float]:
     from mmkit import Callback
-    from mmkit.recipe import build_recipe
-    from mmkit.trainer import train
+    from mmkit._internal.recipe import build_recipe
+    from mmkit._internal.trainer import train
 
     seconds: list[float] = []
 
@@ -238,8 +238,8 @@ def peak_rss(folder: Path, cache: str, quick: bool, epochs: int, batch_size: int
 def rss_child(args: Any) -> None:
     import resource
 
-    from mmkit.recipe import build_recipe
-    from mmkit.trainer import train
+    from mmkit._internal.recipe import build_recipe
+    from mmkit._internal.trainer import train
 
     tmp = tempfile.mkdtemp(prefix="mmkit-rss-")
     folder = Path(args.manifest)
@@ -273,8 +273,8 @@ def main() -> None:
     args.image_size = args.image_size or (32 if args.quick else 64)
     load_before = C.loadavg()
 
-    from mmkit.recipe import build_recipe
-    from mmkit.trainer import Trainer
+    from mmkit._internal.recipe import build_recipe
+    from mmkit._internal.trainer import Trainer
 
     if args.clock == "cpu":
         Trainer.clock = staticmethod(time.process_time)  # the clock of the loop's train_time

@@ -23,8 +23,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mmkit.callbacks import Callback
-from mmkit.errors import (
+from mmkit._internal.callbacks import Callback
+from mmkit._internal.errors import (
     ComponentNotFoundError,
     DataError,
     DuplicateComponentError,
@@ -33,43 +33,43 @@ from mmkit.errors import (
     PluginError,
     RecipeError,
 )
-from mmkit.hookspecs import KINDS, hookimpl
-from mmkit.registry import ComponentInfo, Registry, get_registry, reset_registry
+from mmkit._internal.hookspecs import KINDS, hookimpl
+from mmkit._internal.registry import ComponentInfo, Registry, get_registry, reset_registry
 
 __version__ = "0.1.0"
 
 #: Public names loaded on first access: name -> the (internal) module that defines it.
 _LAZY: dict[str, str] = {
     # the component interfaces and the tensor bundles between them (import torch)
-    "Batch": "mmkit.interfaces",
-    "Component": "mmkit.interfaces",
-    "Embedding": "mmkit.interfaces",
-    "Encoder": "mmkit.interfaces",
-    "Fused": "mmkit.interfaces",
-    "Fusion": "mmkit.interfaces",
-    "Head": "mmkit.interfaces",
-    "Metrics": "mmkit.interfaces",
-    "Output": "mmkit.interfaces",
-    "Retrieval": "mmkit.interfaces",
-    "empty_embedding": "mmkit.interfaces",
-    "scatter_embedding": "mmkit.interfaces",
+    "Batch": "mmkit._internal.interfaces",
+    "Component": "mmkit._internal.interfaces",
+    "Embedding": "mmkit._internal.interfaces",
+    "Encoder": "mmkit._internal.interfaces",
+    "Fused": "mmkit._internal.interfaces",
+    "Fusion": "mmkit._internal.interfaces",
+    "Head": "mmkit._internal.interfaces",
+    "Metrics": "mmkit._internal.interfaces",
+    "Output": "mmkit._internal.interfaces",
+    "Retrieval": "mmkit._internal.interfaces",
+    "empty_embedding": "mmkit._internal.interfaces",
+    "scatter_embedding": "mmkit._internal.interfaces",
     # modalities, datasets and tokenizers (standard library only)
-    "Modality": "mmkit.modality",
-    "DataSplits": "mmkit.datasets",
-    "WordTokenizer": "mmkit.tokenize",
-    "WordPieceTokenizer": "mmkit.tokenize",
-    "bundled_minilm_path": "mmkit.tokenize",
-    "make_tokenizer": "mmkit.tokenize",
-    "tokenizer_from_state": "mmkit.tokenize",
+    "Modality": "mmkit._internal.modality",
+    "DataSplits": "mmkit._internal.datasets",
+    "WordTokenizer": "mmkit._internal.tokenize",
+    "WordPieceTokenizer": "mmkit._internal.tokenize",
+    "bundled_minilm_path": "mmkit._internal.tokenize",
+    "make_tokenizer": "mmkit._internal.tokenize",
+    "tokenizer_from_state": "mmkit._internal.tokenize",
     # the notebook API: train on in-memory data, get a model back (imports torch)
-    "fit": "mmkit.fitting",
-    "TrainedModel": "mmkit.fitting",
+    "fit": "mmkit._internal.fitting",
+    "TrainedModel": "mmkit._internal.fitting",
     # what an image/text encoder pair declares for zero-shot classification (imports torch)
-    "ZeroShot": "mmkit.zeroshot",
+    "ZeroShot": "mmkit._internal.zeroshot",
     # loading local Hugging Face folders offline (standard library only until a load)
-    "check_hf_folder": "mmkit.offline",
-    "hub_offline": "mmkit.offline",
-    "local_folder": "mmkit.offline",
+    "check_hf_folder": "mmkit._internal.offline",
+    "hub_offline": "mmkit._internal.offline",
+    "local_folder": "mmkit._internal.offline",
 }
 
 #: Public submodules reachable as attributes without an explicit import (``mmkit.testing.check_encoder``).
@@ -77,8 +77,8 @@ _SUBMODULES = ("testing",)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load lazily
     from mmkit import testing as testing
-    from mmkit.datasets import DataSplits
-    from mmkit.interfaces import (
+    from mmkit._internal.datasets import DataSplits
+    from mmkit._internal.interfaces import (
         Batch,
         Component,
         Embedding,
@@ -92,11 +92,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
         empty_embedding,
         scatter_embedding,
     )
-    from mmkit.fitting import TrainedModel, fit
-    from mmkit.modality import Modality
-    from mmkit.zeroshot import ZeroShot
-    from mmkit.offline import check_hf_folder, hub_offline, local_folder
-    from mmkit.tokenize import (
+    from mmkit._internal.fitting import TrainedModel, fit
+    from mmkit._internal.modality import Modality
+    from mmkit._internal.zeroshot import ZeroShot
+    from mmkit._internal.offline import check_hf_folder, hub_offline, local_folder
+    from mmkit._internal.tokenize import (
         WordPieceTokenizer,
         WordTokenizer,
         bundled_minilm_path,
@@ -146,7 +146,7 @@ def load(name_or_path: str, **kw: Any) -> TrainedModel:
     a :class:`TrainedModel` (what :func:`fit` returns) with ``predict``, ``predict_proba``, ``embed``,
     ``search``, ``evaluate``, ``save``. Keyword arguments (``device``, ``registry``, ``checkpoint``)
     go to the loader."""
-    from mmkit.fitting import load as _load
+    from mmkit._internal.fitting import load as _load
 
     return _load(name_or_path, **kw)
 

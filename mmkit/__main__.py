@@ -1,6 +1,6 @@
 """``python -m mmkit``: the same as the ``mmkit`` command."""
 
-from mmkit.cli import main
+from mmkit._internal.cli import main
 
 if __name__ == "__main__":
     main()

@@ -1,31 +1,12 @@
-"""Exceptions raised by mmkit. Every one names what is wrong (key, file, row, plugin)."""
+"""Deprecated alias of an internal module (mmkit-deprecated-shim); import from ``mmkit`` instead.
 
-from __future__ import annotations
+``mmkit.errors`` was imported by plugins before the public API was declared (0.2). It re-exports the
+public names and warns; it will be removed in 0.3 (docs/plugins.md, "Stability").
+"""
 
+import warnings
 
-class MmkitError(Exception):
-    """Base class: a user-facing error whose message is enough to act on."""
+from mmkit._internal.errors import *  # noqa: F403
 
-
-class PluginError(MmkitError):
-    """A plugin failed to load or registered something invalid."""
-
-
-class ComponentNotFoundError(MmkitError, LookupError):
-    """No component of that kind and name is registered."""
-
-
-class DuplicateComponentError(MmkitError):
-    """Two plugins registered the same name within one kind."""
-
-
-class ParameterError(MmkitError, ValueError):
-    """A component was given an unknown or ill-typed parameter."""
-
-
-class RecipeError(MmkitError, ValueError):
-    """A recipe is invalid; the message names the file and the key path."""
-
-
-class DataError(MmkitError, ValueError):
-    """Input data is invalid; the message names the file, row and column."""
+warnings.warn("mmkit.errors is internal since mmkit 0.2 and will be removed in 0.3: "
+              "import the public names from `mmkit` instead", DeprecationWarning, stacklevel=2)

@@ -1,58 +1,12 @@
-"""Modalities: how a raw cell of a manifest becomes a value an encoder can preprocess.
+"""Deprecated alias of an internal module (mmkit-deprecated-shim); import from ``mmkit`` instead.
 
-A modality plugin registers a :class:`Modality` subclass through ``register_modalities``. This module
-imports nothing heavy; subclasses should import their libraries (PIL, soundfile…) inside ``load``.
+``mmkit.modality`` was imported by plugins before the public API was declared (0.2). It re-exports the
+public names and warns; it will be removed in 0.3 (docs/plugins.md, "Stability").
 """
 
-from __future__ import annotations
+import warnings
 
-import math
-from pathlib import Path
-from typing import Any
+from mmkit._internal.modality import *  # noqa: F403
 
-
-class Modality:
-    """The loader of one kind of raw value.
-
-    Attributes:
-        name: the modality's name (``"image"``), matched with an encoder's ``modality``.
-        default_encoder: encoder used when a recipe names the field but no encoder type.
-    """
-
-    name: str = ""
-    default_encoder: str = ""
-
-    def is_absent(self, value: Any) -> bool:
-        """True for an empty cell: None, an empty string, NaN. A missing *file* is an error, not absence."""
-        if value is None:
-            return True
-        if isinstance(value, str) and not value.strip():
-            return True
-        if isinstance(value, float) and math.isnan(value):
-            return True
-        return False
-
-    def load(self, value: Any, base_dir: Path | None = None) -> Any:
-        """Turn a present cell into the raw value the encoder's ``preprocess`` takes.
-
-        Raise :class:`mmkit.errors.DataError` (or any exception; the caller adds file/row/column) when
-        the value cannot be read.
-        """
-        return value
-
-    def resolve_path(self, value: Any, base_dir: Path | None = None) -> Path:
-        """A file cell as an existing path: ``~`` expanded, relative paths resolved against
-        ``base_dir`` (the manifest's folder). A missing file is a :class:`DataError` naming the
-        resolved path (it is an error, not absence)."""
-        import os
-
-        from mmkit.errors import DataError
-
-        path = Path(os.path.expanduser(os.fspath(value).strip()))
-        relative = base_dir is not None and not path.is_absolute()
-        if base_dir is not None and relative:
-            path = Path(base_dir) / path
-        if not path.is_file():
-            where = f" (resolved against {base_dir})" if relative else ""
-            raise DataError(f"{self.name} file not found: {path}{where}")
-        return path
+warnings.warn("mmkit.modality is internal since mmkit 0.2 and will be removed in 0.3: "
+              "import the public names from `mmkit` instead", DeprecationWarning, stacklevel=2)

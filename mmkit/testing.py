@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, cast, overload
 import torch
 from torch import Tensor, nn
 
-from mmkit.interfaces import (Batch, Component, Embedding, Encoder, Fused, Fusion, Head, Output, Retrieval,
+from mmkit._internal.interfaces import (Batch, Component, Embedding, Encoder, Fused, Fusion, Head, Output, Retrieval,
                               scatter_embedding)
 
 #: Libraries a plugin module (and its package ``__init__``) must not import: listing stays fast.
@@ -448,12 +448,12 @@ def _resolve(cell: Any, base_dir: Path | None) -> Path | None:
 
 def check_modality(modality: Any, cells: Sequence[Any], base_dir: str | Path | None = None, *,
                    missing: Any = _AUTO) -> list[Any]:
-    """Check a :class:`mmkit.modality.Modality` (a class or an instance) on a few present ``cells``.
+    """Check a :class:`mmkit.Modality` (a class or an instance) on a few present ``cells``.
 
     Checks: the class builds without arguments (the engine does ``Modality()``) and pickles (DataLoader
     workers); ``name`` is set; ``is_absent`` is True for ``None``, ``""``, ``"  "`` and NaN, and False for
     every given cell; ``load(cell, base_dir)`` of each cell returns a value; loading a file that does
-    not exist raises (preferably :class:`mmkit.errors.DataError`) instead of returning something.
+    not exist raises (preferably :class:`mmkit.DataError`) instead of returning something.
 
     ``missing`` is the cell to try as a missing file; by default it is derived from the first cell that
     names an existing file (a sibling name that does not exist), and skipped when no cell is a file.
@@ -506,7 +506,7 @@ def check_modality(modality: Any, cells: Sequence[Any], base_dir: str | Path | N
             pass
         else:
             raise ContractError(f"{name}.load({_short(missing)}) returned {_short(value, 40)} for a file that does "
-                                "not exist: a missing file must raise mmkit.errors.DataError (an empty cell, not a "
+                                "not exist: a missing file must raise mmkit.DataError (an empty cell, not a "
                                 "missing file, is what makes a sample absent)")
     return values
 
@@ -902,7 +902,7 @@ def check_plugin_module(module_name: str, *, heavy: Sequence[str] = HEAVY_MODULE
 
     * Importing it in a fresh interpreter (``python -X importtime -c "import MODULE"``) imports none of
       ``heavy`` (torch, timm, transformers, sentence_transformers); the message shows the import chain.
-    * Registered into an isolated :class:`mmkit.registry.Registry` it loads without error, registers
+    * Registered into an isolated :class:`mmkit.Registry` it loads without error, registers
       something, makes no duplicate registration, and every component's parameters can be read from
       source: each has a type annotation and (with ``require_docs``) an ``Args:`` description.
 
@@ -910,7 +910,7 @@ def check_plugin_module(module_name: str, *, heavy: Sequence[str] = HEAVY_MODULE
     """
     import importlib
 
-    from mmkit.registry import Registry
+    from mmkit._internal.registry import Registry
 
     records = imported_modules(f"import {module_name}", python=python, env=env)
     for i, (_, module) in enumerate(records):
@@ -952,7 +952,7 @@ def check_public_imports(paths: str | Path | Iterable[str | Path], own_package: 
     the ``__all__`` of ``mmkit``, ``mmkit.testing`` and ``mmkit.testing_plugin`` -- and imports no other
     plugin's package (``mmkit_*`` other than ``own_package``): internal modules may change in any
     release. The message lists every use, with the public name to use instead where there is one."""
-    from mmkit.publicapi import files_violations
+    from mmkit._internal.publicapi import files_violations
 
     found = files_violations([paths] if isinstance(paths, (str, Path)) else paths, own_package)
     _require(not found, f"{len(found)} use(s) of non-public mmkit names or of another plugin's modules:\n"

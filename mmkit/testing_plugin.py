@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmkit.registry import Registry
+from mmkit._internal.registry import Registry
 
 __all__ = ["mmkit_registry"]
 

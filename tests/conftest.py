@@ -11,8 +11,8 @@ from typing import Callable
 import pytest
 
 import mmkit
-from mmkit.hookspecs import KIND_HOOKS
-from mmkit.recipe import apply_overrides, dump_toml
+from mmkit._internal.hookspecs import KIND_HOOKS
+from mmkit._internal.recipe import apply_overrides, dump_toml
 
 
 @pytest.fixture

@@ -44,10 +44,10 @@ def make_run(root: Path, name: str = "fake", weights: bytes = b"weights-v1", bes
 def fitted_predictor(recipe_path: Path, card: dict[str, Any] | None = None) -> Any:
     """The model of a recipe, fitted on its data (label maps, vocabularies) but not trained: for tests
     of reading and writing, where the weights do not matter."""
-    from mmkit.assembly import assemble, load_splits, plan_data
-    from mmkit.predictor import Predictor
-    from mmkit.recipe import load_recipe
-    from mmkit.registry import get_registry
+    from mmkit._internal.assembly import assemble, load_splits, plan_data
+    from mmkit._internal.predictor import Predictor
+    from mmkit._internal.recipe import load_recipe
+    from mmkit._internal.registry import get_registry
 
     recipe = load_recipe(recipe_path)
     registry = get_registry()

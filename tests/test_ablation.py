@@ -15,11 +15,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from mmkit.ablation import ablate, ablate_model, load_run_model, without
-from mmkit.assembly import assemble, load_splits, make_fields, plan_data
-from mmkit.recipe import load_recipe
-from mmkit.registry import get_registry
-from mmkit.trainer import train
+from mmkit._internal.ablation import ablate, ablate_model, load_run_model, without
+from mmkit._internal.assembly import assemble, load_splits, make_fields, plan_data
+from mmkit._internal.recipe import load_recipe
+from mmkit._internal.registry import get_registry
+from mmkit._internal.trainer import train
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +56,7 @@ def _run(model, plan, rows):
 
 def test_without_marks_every_row_absent(tiny):
     _, model, plan = tiny
-    from mmkit.data import Collator, MultimodalDataset
+    from mmkit._internal.data import Collator, MultimodalDataset
 
     fields = make_fields(model, plan, get_registry())
     rows = plan.splits.splits["val"][:5]
@@ -123,7 +123,7 @@ def test_ablate_a_run_directory_and_the_cli(tiny):
     loaded = load_run_model(run)
     assert loaded.checkpoint.name == "best" or loaded.checkpoint.name == "last"
     direct = ablate(loaded.model, recipe=loaded.recipe, split="test", device="cpu")
-    from mmkit.cli_compare import ablate_cmd
+    from mmkit._internal.cli_compare import ablate_cmd
 
     result = CliRunner().invoke(ablate_cmd, [str(run), "--split", "test", "--json", "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -145,9 +145,9 @@ def test_eval_ablate_cli_reports_each_modality(tmp_path, write_tiny_recipe):
 
     from click.testing import CliRunner
 
-    from mmkit.cli import cli
-    from mmkit.recipe import load_recipe
-    from mmkit.trainer import train
+    from mmkit._internal.cli import cli
+    from mmkit._internal.recipe import load_recipe
+    from mmkit._internal.trainer import train
 
     # seed 0 and lr 3e-4: the recipe defaults this run has always used
     recipe = write_tiny_recipe(tmp_path / "tiny.toml", "run.name=abl", "run.seed=0", "data.options.n_test=16",
@@ -166,8 +166,8 @@ def test_eval_ablate_cli_reports_each_modality(tmp_path, write_tiny_recipe):
 
 def test_weights_that_do_not_sum_to_one_are_reported_as_gates(tiny):
     """A gated fusion's sigmoid gates are not attention: the report says gate, not attention weight."""
-    from mmkit.ablation import _Weights
-    from mmkit.cli_compare import print_ablation
+    from mmkit._internal.ablation import _Weights
+    from mmkit._internal.cli_compare import print_ablation
 
     recipe, model, plan = tiny
     result = ablate(model, recipe=recipe, device="cpu")

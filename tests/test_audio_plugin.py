@@ -16,10 +16,10 @@ import torch
 from click.testing import CliRunner
 
 import mmkit
-from mmkit.cli import cli
-from mmkit.errors import DataError, RecipeError
-from mmkit.recipe import dump_toml, load_recipe, read_toml
-from mmkit.registry import Registry
+from mmkit._internal.cli import cli
+from mmkit._internal.errors import DataError, RecipeError
+from mmkit._internal.recipe import dump_toml, load_recipe, read_toml
+from mmkit._internal.registry import Registry
 
 PLUGIN_ROOT = Path(__file__).resolve().parents[1] / "plugins" / "mmkit-audio"
 RECIPE = PLUGIN_ROOT / "recipes" / "shapes-audio.toml"
@@ -143,7 +143,7 @@ def _wav_manifest(folder: Path, missing: bool = False) -> None:
 
 def test_training_on_a_wav_manifest_uses_the_modalitys_default_encoder(audio_path, tmp_path) -> None:
     torch.set_num_threads(2)
-    from mmkit.trainer import train
+    from mmkit._internal.trainer import train
 
     _wav_manifest(tmp_path)
     path = tmp_path / "wav.toml"
@@ -156,7 +156,7 @@ def test_training_on_a_wav_manifest_uses_the_modalitys_default_encoder(audio_pat
 
 
 def test_a_missing_wav_file_is_an_error_naming_row_and_column(audio_path, tmp_path) -> None:
-    from mmkit.trainer import train
+    from mmkit._internal.trainer import train
 
     _wav_manifest(tmp_path, missing=True)
     path = tmp_path / "wav.toml"
@@ -172,7 +172,7 @@ def test_image_audio_text_beats_image_text_on_the_sound_claim(audio_path, tmp_pa
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: intra-op threads only add overhead
     try:
-        from mmkit.trainer import train
+        from mmkit._internal.trainer import train
 
         overrides = [f'run.output_dir="{(tmp_path / "runs").as_posix()}"', "data.options.n_train=600",
                      "data.options.n_val=200", "data.options.n_test=0", 'model.encoders.image.model="test_resnet"',

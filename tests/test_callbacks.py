@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mmkit import checkpoint as ckpt
-from mmkit.errors import RecipeError
-from mmkit.recipe import load_recipe
-from mmkit.registry import Registry
-from mmkit.trainer import TrainState, train
+from mmkit._internal import checkpoint as ckpt
+from mmkit._internal.errors import RecipeError
+from mmkit._internal.recipe import load_recipe
+from mmkit._internal.registry import Registry
+from mmkit._internal.trainer import TrainState, train
 
 COUNTER = '''
 import json
@@ -105,7 +105,7 @@ def test_recipe_callbacks_are_validated_before_anything_is_built(tiny: Path, cou
 
 
 def test_list_callback_shows_the_builtins_and_a_plugins(counter_plugin: Registry, clean_registry) -> None:
-    from mmkit.cli import cli
+    from mmkit._internal.cli import cli
 
     result = CliRunner().invoke(cli, ["-p", "tp_cb_counter", "list", "callback", "--json"])
     assert result.exit_code == 0, result.output

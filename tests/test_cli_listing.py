@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import mmkit
-from mmkit.cli import cli
+from mmkit._internal.cli import cli
 
 pytestmark = pytest.mark.usefixtures("clean_registry")
 

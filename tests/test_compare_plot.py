@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mmkit.cli_compare import compare_cmd, plot_cmd
-from mmkit.compare import compare, differing_keys, flatten, load_runs
-from mmkit.recipe import dump_toml
+from mmkit._internal.cli_compare import compare_cmd, plot_cmd
+from mmkit._internal.compare import compare, differing_keys, flatten, load_runs
+from mmkit._internal.recipe import dump_toml
 
 
 def make_run(root: Path, name: str, *, fusion: dict, seed: int = 0, lr: float = 1e-3, val_acc: float | None = 0.5,
@@ -156,7 +156,7 @@ def test_plot_renders_curves_and_bars(sweep_dir: Path, tmp_path: Path):
 
 def test_plot_without_matplotlib_says_how_to_install(sweep_dir: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch):
-    from mmkit.plot import PlotError, plot_runs
+    from mmkit._internal.plot import PlotError, plot_runs
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     with pytest.raises(PlotError, match=r"pip install 'mmkit\[plot\]'"):
@@ -212,7 +212,7 @@ def crowded_dir(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("which", ["sweep", "crowded"])
 def test_plot_panels_lie_inside_the_figure_and_bar_labels_do_not_overlap(which, sweep_dir, crowded_dir):
     pytest.importorskip("matplotlib")
-    from mmkit.plot import runs_figure
+    from mmkit._internal.plot import runs_figure
 
     fig = runs_figure([sweep_dir if which == "sweep" else crowded_dir])
     try:
@@ -232,7 +232,7 @@ def test_plot_panels_lie_inside_the_figure_and_bar_labels_do_not_overlap(which, 
 
 def test_a_run_with_few_points_is_drawn_with_markers(crowded_dir):
     pytest.importorskip("matplotlib")
-    from mmkit.plot import runs_figure
+    from mmkit._internal.plot import runs_figure
 
     fig = runs_figure([crowded_dir / "concat_16"])  # one training-loss point, two validation points
     try:

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmkit.trainer import train
-from mmkit.recipe import load_recipe
+from mmkit._internal.trainer import train
+from mmkit._internal.recipe import load_recipe
 
 RECIPE = """
 [run]
@@ -124,8 +124,8 @@ def test_no_unused_parameter_search_and_no_warning_when_nothing_can_be_unused(
 
 
 def _model_and_plan(tmp_path: Path, *overrides: str):
-    from mmkit.assembly import assemble, load_splits, plan_data
-    from mmkit.registry import get_registry
+    from mmkit._internal.assembly import assemble, load_splits, plan_data
+    from mmkit._internal.registry import get_registry
 
     path = tmp_path / "u.toml"
     path.write_text(RECIPE.format(out=tmp_path.as_posix()), encoding="utf-8")
@@ -143,7 +143,7 @@ def _model_and_plan(tmp_path: Path, *overrides: str):
 ])
 def test_find_unused_parameters_is_decided_from_the_model_and_its_rows(
         tmp_path: Path, overrides: tuple[str, ...], expected: list[str]) -> None:
-    from mmkit.distributed import DDPStrategy, Dist, unused_parameter_reasons
+    from mmkit._internal.distributed import DDPStrategy, Dist, unused_parameter_reasons
 
     model, plan, registry = _model_and_plan(tmp_path, *overrides)
     reasons = unused_parameter_reasons(model, plan, registry)
@@ -156,7 +156,7 @@ def test_find_unused_parameters_is_decided_from_the_model_and_its_rows(
 
 
 def test_a_module_can_declare_parameters_it_may_leave_unused(tmp_path: Path) -> None:
-    from mmkit.distributed import unused_parameter_reasons
+    from mmkit._internal.distributed import unused_parameter_reasons
 
     model, plan, registry = _model_and_plan(tmp_path)
     model.head.may_leave_parameters_unused = True

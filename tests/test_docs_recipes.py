@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from mmkit.recipe import reference_markdown
+from mmkit._internal.recipe import reference_markdown
 
 
 def test_recipe_reference_is_current() -> None:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import mmkit
-from mmkit.errors import ComponentNotFoundError, DataError, ParameterError
-from mmkit.interfaces import Embedding
+from mmkit._internal.errors import ComponentNotFoundError, DataError, ParameterError
+from mmkit._internal.interfaces import Embedding
 from mmkit.testing import check_encoder
 
 
@@ -40,7 +40,7 @@ def test_listing_and_show_do_not_import_torch():
     code = (
         "import sys, json\n"
         "from click.testing import CliRunner\n"
-        "from mmkit.cli import cli\n"
+        "from mmkit._internal.cli import cli\n"
         "out = {}\n"
         "for args in (['list', 'encoder'], ['list', 'modality'], ['show', 'timm'], ['show', 'tabular-mlp']):\n"
         "    r = CliRunner().invoke(cli, args)\n"
@@ -104,7 +104,7 @@ socket.create_connection = record
 socket.getaddrinfo = record
 
 import mmkit
-from mmkit.errors import ParameterError
+from mmkit._internal.errors import ParameterError
 cases = [("timm:hf-hub:timm/test_resnet.r160_in1k", {}), ("timm", {"model": "hf-hub:timm/test_resnet.r160_in1k"}),
          ("timm", {"model": "hf_hub:timm/test_resnet.r160_in1k"}), ("timm", {"model": "timm/test_resnet.r160_in1k"}),
          ("timm", {"model": "https://example.org/resnet18"}), ("timm", {"model": "local-dir:/tmp/x"}),
@@ -145,8 +145,8 @@ def test_timm_hub_references_are_refused_before_any_network_attempt():
 
 
 def test_a_recipe_naming_a_hub_model_fails_naming_its_key(tmp_path, write_tiny_recipe):
-    from mmkit.model import build_model
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.model import build_model
+    from mmkit._internal.recipe import load_recipe
 
     path = write_tiny_recipe(tmp_path / "hub.toml", 'model.encoders.image.model="hf-hub:timm/resnet18.a1_in1k"')
     with pytest.raises(ParameterError, match=r"hub\.toml: model\.encoders\.image: .*model = 'hf-hub:timm/resnet"):
@@ -362,7 +362,7 @@ def test_timm_pretrained_wrong_file_names_keys(tmp_path):
 
 # ----------------------------------------------------------------------------------- text-transformer
 def test_text_transformer_contract_and_masks(shapes_rows):
-    from mmkit.tokenize import split_words
+    from mmkit._internal.tokenize import split_words
 
     texts = [r["caption"] for r in shapes_rows]
     torch.manual_seed(0)
@@ -526,8 +526,8 @@ def test_timm_default_decodes_the_same_pixels_as_before(model):
 
 @pytest.mark.slow
 def test_training_with_randaugment_mixup_and_cutmix_runs_and_is_reproducible(tmp_path, write_tiny_recipe):
-    from mmkit.trainer import train
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import load_recipe
 
     path = write_tiny_recipe(tmp_path / "mix.toml", 'model.encoders.image.augment="randaugment"',
                              "model.encoders.image.mixup=0.4", "model.encoders.image.cutmix=1.0",

@@ -15,11 +15,11 @@ import torch
 from safetensors.torch import load_file
 
 from mmkit import Callback
-from mmkit import checkpoint as ckpt
-from mmkit.errors import RecipeError
-from mmkit.optim import lr_factor
-from mmkit.recipe import load_recipe
-from mmkit.trainer import train
+from mmkit._internal import checkpoint as ckpt
+from mmkit._internal.errors import RecipeError
+from mmkit._internal.optim import lr_factor
+from mmkit._internal.recipe import load_recipe
+from mmkit._internal.trainer import train
 
 
 class InterruptAt(Callback):
@@ -164,7 +164,7 @@ def test_crash_between_renames_recovers_previous(tmp_path: Path) -> None:
 def test_nan_loss_is_reported_with_the_step(tiny_recipe: Path) -> None:
     rec = load_recipe(tiny_recipe, ["train.lr=1e30", "train.grad_clip=0.0", "train.warmup_steps=0",
                                     "train.max_steps=20"])
-    from mmkit.trainer import TrainingError
+    from mmkit._internal.trainer import TrainingError
 
     with pytest.raises(TrainingError, match=r"non-finite loss .* at step \d+.*lower train\.lr"):
         train(rec, quiet=True)
@@ -197,7 +197,7 @@ def test_lr_schedule_warmup_then_cosine() -> None:
 def test_check_command_prints_tree(tiny_recipe: Path) -> None:
     from click.testing import CliRunner
 
-    from mmkit.cli import cli
+    from mmkit._internal.cli import cli
 
     result = CliRunner().invoke(cli, ["check", str(tiny_recipe)])
     assert result.exit_code == 0, result.output
@@ -209,7 +209,7 @@ def test_check_loads_every_split_and_names_the_bad_rows(tmp_path: Path) -> None:
     """A val label the head never saw and a missing file in test: found before any training."""
     from click.testing import CliRunner
 
-    from mmkit.cli import cli
+    from mmkit._internal.cli import cli
 
     rows = [{"text": f"word {i}", "x": i, "label": i % 2} for i in range(8)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -20,11 +20,11 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from mmkit import Callback
-from mmkit.cli import cli
-from mmkit.distributed import Dist, Strategy, make_strategy
-from mmkit.errors import RecipeError
-from mmkit.recipe import load_recipe
-from mmkit.trainer import train
+from mmkit._internal.cli import cli
+from mmkit._internal.distributed import Dist, Strategy, make_strategy
+from mmkit._internal.errors import RecipeError
+from mmkit._internal.recipe import load_recipe
+from mmkit._internal.trainer import train
 
 RECIPE = """
 [run]
@@ -121,8 +121,8 @@ def recipe(tmp_path: Path) -> Path:
 
 
 def _model_and_plan(recipe: Path, *overrides: str):
-    from mmkit.assembly import assemble, load_splits, plan_data
-    from mmkit.registry import get_registry
+    from mmkit._internal.assembly import assemble, load_splits, plan_data
+    from mmkit._internal.registry import get_registry
 
     rec = load_recipe(recipe, overrides)
     registry = get_registry()
@@ -131,7 +131,7 @@ def _model_and_plan(recipe: Path, *overrides: str):
 
 
 def test_units_are_each_encoder_each_fusion_block_the_fusion_the_head_then_the_root(recipe: Path) -> None:
-    from mmkit.fsdp import fsdp_unit_sizes, fsdp_units
+    from mmkit._internal.fsdp import fsdp_unit_sizes, fsdp_units
 
     model, _, _ = _model_and_plan(recipe)
     units = fsdp_units(model)
@@ -142,7 +142,7 @@ def test_units_are_each_encoder_each_fusion_block_the_fusion_the_head_then_the_r
 
 
 def test_fsdp_refuses_absent_modalities_and_one_process_trains_the_whole_model(recipe: Path) -> None:
-    from mmkit.fsdp import FSDPStrategy
+    from mmkit._internal.fsdp import FSDPStrategy
 
     model, plan, registry = _model_and_plan(recipe, "data.options.p_missing=0.3")
     with pytest.raises(RecipeError, match=r"needs every rank to run every encoder.*field 'text' is absent from"):

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import mmkit
-from mmkit.interfaces import Embedding
+from mmkit._internal.interfaces import Embedding
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mmkit
-from mmkit.interfaces import Embedding
+from mmkit._internal.interfaces import Embedding
 from mmkit.testing import check_fusion, presence_patterns, random_embeddings
 from mmkit.testing import perturb_hidden as kit_perturb_hidden
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmkit.interfaces import Batch, Embedding, Encoder, Fused
-from mmkit.tokenize import WordTokenizer
+from mmkit._internal.interfaces import Batch, Embedding, Encoder, Fused
+from mmkit._internal.tokenize import WordTokenizer
 
 from mmkit_heads.captioning import CaptioningHead
 from mmkit_heads.classification import ClassificationHead

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import mmkit
-from mmkit.errors import DataError, ParameterError
-from mmkit.interfaces import Batch, Embedding, Fused
+from mmkit._internal.errors import DataError, ParameterError
+from mmkit._internal.interfaces import Batch, Embedding, Fused
 from mmkit.testing import check_head, random_embeddings
 
 from mmkit_heads.captioning import CaptioningHead

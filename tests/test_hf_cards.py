@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import mmkit
-from mmkit import models
-from mmkit.errors import RecipeError
-from mmkit.recipe import build_recipe, load_recipe
+from mmkit._internal import models
+from mmkit._internal.errors import RecipeError
+from mmkit._internal.recipe import build_recipe, load_recipe
 
 CARDS = {"clip-local": "MMKIT_CLIP_PATH", "hf-text-claims": "MMKIT_TEXT_MODEL_PATH"}
 SMALL = ["data.options.n_train=8", "data.options.n_val=4", "data.options.n_test=4", "data.options.image_size=32"]
@@ -63,7 +63,7 @@ def test_the_variable_is_expanded_and_a_recipe_value_wins(tmp_path, monkeypatch,
 
 @pytest.mark.parametrize("card", sorted(CARDS))
 def test_each_hf_card_trains_and_loads_at_tiny_scale(card, tmp_path, monkeypatch, folders):
-    from mmkit.trainer import train
+    from mmkit._internal.trainer import train
 
     data = models.builtin_card(card)
     assert data["version"] == 1 and data["task"] == data["model"]["head"]["type"]
@@ -83,7 +83,7 @@ def test_clip_card_zero_shot_table_drives_classification_through_a_loaded_model(
     from mmkit_hf.zeroshot import classify, probabilities, prompts
     from mmkit_shapes.generate import shapes
 
-    from mmkit.trainer import train
+    from mmkit._internal.trainer import train
 
     table = models.builtin_card("clip-local")["zero_shot"]
     monkeypatch.setenv("MMKIT_CLIP_PATH", str(folders["MMKIT_CLIP_PATH"]))

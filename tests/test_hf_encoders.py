@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import mmkit
-from mmkit.errors import ParameterError
+from mmkit._internal.errors import ParameterError
 from mmkit.testing import check_encoder
 
 TEXTS = ["a red circle", "there is a blue square left of a green triangle", "xyz"]
@@ -231,8 +231,8 @@ def test_hf_clip_refuses_other_models_and_bad_prompts(folders):
 
 # --------------------------------------------------------------------------- through the engine
 def _run(tmp_path, write_tiny_recipe, name, *overrides):
-    from mmkit.trainer import train
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import load_recipe
 
     recipe = write_tiny_recipe(tmp_path / f"{name}.toml", f"run.name={name}", "train.max_steps=3", *overrides)
     return train(load_recipe(recipe), quiet=True)
@@ -261,8 +261,8 @@ def test_bundled_minilm_as_plain_bert_matches_the_sentence_transformer_and_fine_
     pooling equals the sentence-transformer's, and a few fine-tuning steps lower the loss."""
     import json as _json
 
-    from mmkit.trainer import train
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import load_recipe
 
     bert = mmkit.create("encoder", "hf-text", max_length=32)
     assert type(bert.model).__name__ == "BertModel" and bert.dim == 384

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import mmkit
-from mmkit.errors import ParameterError
-from mmkit.offline import hub_offline, local_folder
+from mmkit._internal.errors import ParameterError
+from mmkit._internal.offline import hub_offline, local_folder
 
 HUB_REFERENCES = ["bert-base-uncased", "org/model", "hf-hub:org/model", "https://huggingface.co/bert-base-uncased"]
 
@@ -148,8 +148,8 @@ def test_pickled_weights_are_refused_unread(folders, tmp_path):
 
 def test_a_handed_in_run_directory_naming_a_hub_id_is_refused(folders, tmp_path, write_tiny_recipe, no_network):
     """A run directory whose recipe names a hub id (edited, or written elsewhere) fails to load, offline."""
-    from mmkit.trainer import train
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import load_recipe
 
     text = f'model.encoders.text={{ type = "hf-text", path = "{folders["bert"].as_posix()}" }}'
     run = train(load_recipe(write_tiny_recipe(tmp_path / "r.toml", text, "train.max_steps=1")), quiet=True).run_dir

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 import mmkit
-from mmkit.cli_data import data, split_sizes
-from mmkit.errors import DataError
-from mmkit.manifest import (
+from mmkit._internal.cli_data import data, split_sizes
+from mmkit._internal.errors import DataError
+from mmkit._internal.manifest import (
     check_columns,
     data_context,
     load_cell,

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import mmkit
-from mmkit.errors import ParameterError
-from mmkit.interfaces import Batch, Output
+from mmkit._internal.errors import ParameterError
+from mmkit._internal.interfaces import Batch, Output
 
 from mmkit_heads.captioning import CaptioningHead, CaptionMetrics
 from mmkit_heads.classification import ClassificationHead, ClassificationMetrics

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 from reliability_kit import RESOLVED, make_run
 
-from mmkit import models
-from mmkit.cli_models import models_group, register_cmd
-from mmkit.errors import MmkitError
+from mmkit._internal import models
+from mmkit._internal.cli_models import models_group, register_cmd
+from mmkit._internal.errors import MmkitError
 
 CARDS = ["autoencoder-fusion", "claim-classifier", "clip-tiny", "shapes-captioner", "tabular-text-regressor"]
 
@@ -55,8 +55,8 @@ SMALL = {"shapes": ["data.options.n_train=8", "data.options.n_val=4", "data.opti
 @pytest.mark.parametrize("card", CARDS)
 def test_each_builtin_card_trains_and_evaluates_at_tiny_scale(card: str, tmp_path: Path) -> None:
     """Each card is also a runnable example recipe: two optimizer steps, then its head's metrics."""
-    from mmkit.trainer import train
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import load_recipe
 
     data = models.builtin_card(card)
     recipe = tmp_path / "r.toml"
@@ -73,7 +73,7 @@ def test_each_builtin_card_trains_and_evaluates_at_tiny_scale(card: str, tmp_pat
 @pytest.mark.parametrize("card", CARDS)
 def test_each_builtin_card_builds(card: str, tmp_path: Path) -> None:
     """`mmkit check` on a recipe that only names the card (plus small data) builds the model."""
-    from mmkit.cli_run import check_cmd
+    from mmkit._internal.cli_run import check_cmd
 
     data = models.builtin_card(card)
     assert data is not None and data["name"] == card
@@ -165,7 +165,7 @@ def test_two_registers_get_versions_1_and_2_and_resolve(tmp_path: Path, reg: Pat
 
 def test_concurrent_registers_in_two_processes_get_distinct_versions(tmp_path: Path, reg: Path) -> None:
     run = make_run(tmp_path)
-    code = ("import sys, json; from mmkit.models import register; "
+    code = ("import sys, json; from mmkit._internal.models import register; "
             "print(json.dumps(register(sys.argv[1], 'race', registry=sys.argv[2])['version']))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(run), str(reg)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]

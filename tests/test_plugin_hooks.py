@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import mmkit
-from mmkit import hookspecs
-from mmkit.errors import ComponentNotFoundError, PluginError, RecipeError
-from mmkit.registry import KINDS, Registry
+from mmkit._internal import hookspecs
+from mmkit._internal.errors import ComponentNotFoundError, PluginError, RecipeError
+from mmkit._internal.registry import KINDS, Registry
 
 pytestmark = pytest.mark.usefixtures("clean_registry")
 
@@ -179,7 +179,7 @@ def test_one_table_of_kinds_matches_the_hookspecs():
     assert set(hookspecs.KIND_HOOKS.values()) == registration
     assert KINDS == tuple(hookspecs.KIND_HOOKS) and "callback" in KINDS
     assert hookspecs.KIND_HOOKS["callback"] == "register_callbacks"
-    from mmkit import scaffold
+    from mmkit._internal import scaffold
 
     assert set(scaffold.KINDS) <= set(KINDS)
 
@@ -199,7 +199,7 @@ def test_an_unknown_name_of_a_blocked_plugin_says_it_is_blocked(write_plugin):
 def test_show_without_kind_picks_the_closest_name_across_kinds():
     from click.testing import CliRunner
 
-    from mmkit.cli import cli
+    from mmkit._internal.cli import cli
 
     result = CliRunner().invoke(cli, ["show", "atention"])
     assert result.exit_code == 2
@@ -209,7 +209,7 @@ def test_show_without_kind_picks_the_closest_name_across_kinds():
 
 
 def test_a_recipe_requiring_a_blocked_plugin_fails(tmp_path: Path):
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.recipe import load_recipe
 
     recipe = tmp_path / "r.toml"
     recipe.write_text('[plugins]\nrequire = ["mmkit>=0.1"]\n\n[data]\ndataset = "shapes"\n\n'

@@ -16,14 +16,14 @@ import torch
 from click.testing import CliRunner
 
 import mmkit
-from mmkit import models
-from mmkit.cli_models import embed_cmd, eval_cmd, predict_cmd
-from mmkit.errors import DataError, MmkitError
-from mmkit.predictor import Predictor, iter_records, load
+from mmkit._internal import models
+from mmkit._internal.cli_models import embed_cmd, eval_cmd, predict_cmd
+from mmkit._internal.errors import DataError, MmkitError
+from mmkit._internal.predictor import Predictor, iter_records, load
 
 
-# The subprocess runs the CLI with the model commands added (mmkit.cli may already have them).
-CLI = ("import sys; from mmkit.cli import cli; from mmkit.cli_models import COMMANDS\n"
+# The subprocess runs the CLI with the model commands added (mmkit._internal.cli may already have them).
+CLI = ("import sys; from mmkit._internal.cli import cli; from mmkit._internal.cli_models import COMMANDS\n"
        "for c in COMMANDS:\n    cli.commands.setdefault(c.name, c)\n"
        "cli(sys.argv[1:], prog_name='mmkit')")
 
@@ -52,8 +52,8 @@ def write_manifest(folder: Path, n: int = 12, seed: int = 11) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, write_tiny_recipe) -> dict:
-    from mmkit.trainer import train
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import load_recipe
 
     root = tmp_path_factory.mktemp("pred")
     recipe = write_tiny_recipe(root / "tiny.toml", "run.seed=5", "train.lr=3e-3")
@@ -72,10 +72,10 @@ def predictor(trained: dict) -> Predictor:
 def reference_predictor(trained: dict) -> Predictor:
     """The model as the training process knows it: components fitted on the training data (not
     restored from JSON) and the best checkpoint's weights."""
-    from mmkit import checkpoint as ckpt
-    from mmkit.assembly import assemble, load_splits, plan_data
-    from mmkit.recipe import load_recipe
-    from mmkit.registry import get_registry
+    from mmkit._internal import checkpoint as ckpt
+    from mmkit._internal.assembly import assemble, load_splits, plan_data
+    from mmkit._internal.recipe import load_recipe
+    from mmkit._internal.registry import get_registry
 
     recipe = load_recipe(trained["recipe"])
     reg = get_registry()
@@ -308,9 +308,9 @@ def test_search_ranks_candidates_by_cosine_in_the_shared_space(tmp_path: Path) -
 
     import tomllib
 
-    from mmkit.assembly import assemble, load_splits, plan_data
-    from mmkit.recipe import build_recipe
-    from mmkit.registry import get_registry
+    from mmkit._internal.assembly import assemble, load_splits, plan_data
+    from mmkit._internal.recipe import build_recipe
+    from mmkit._internal.registry import get_registry
 
     torch.manual_seed(0)
     recipe = build_recipe(tomllib.loads(CLIP.format()), "clip.toml", tmp_path)

@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmkit import checkpoint as ckpt
-from mmkit.preempt import EXIT_PREEMPTED, Preemption
-from mmkit.recipe import load_recipe
-from mmkit.trainer import train
+from mmkit._internal import checkpoint as ckpt
+from mmkit._internal.preempt import EXIT_PREEMPTED, Preemption
+from mmkit._internal.recipe import load_recipe
+from mmkit._internal.trainer import train
 
 RECIPE = """
 [run]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import mmkit
-from mmkit.publicapi import PUBLIC_MODULES, public_api_violations, public_names
+from mmkit._internal.publicapi import PUBLIC_MODULES, public_api_violations, public_names
 from mmkit.testing import ContractError, check_public_imports
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
@@ -69,7 +69,7 @@ import mmkit.testing as kit
 import mmkit.engine
 from mmkit import Encoder, Embedding, testing
 from mmkit import registry
-from mmkit.interfaces import Fused
+from mmkit._internal.interfaces import Fused
 from mmkit.testing import check_encoder, _require
 from mmkit_other.helpers import helper
 from mmkit_mine.helpers import mine
@@ -90,7 +90,7 @@ def test_the_checker_finds_each_non_public_use_and_names_the_public_alternative(
     assert [f"{line}: {what}" for line, what, _ in found] == [
         "4: imports mmkit.engine, an internal module of mmkit",
         "6: imports registry from mmkit, which does not export it",
-        "7: imports Fused from mmkit.interfaces, an internal module of mmkit",
+        "7: imports Fused from mmkit._internal.interfaces, an internal module of mmkit",
         "8: imports _require from mmkit.testing, which does not export it",
         "9: imports mmkit_other.helpers, a module of another plugin (mmkit_other)",
         "14: uses mmkit.engine_state, which is not public",
@@ -101,8 +101,22 @@ def test_the_checker_finds_each_non_public_use_and_names_the_public_alternative(
     assert hints[2] == "it is public as mmkit.Fused"
     assert hints[4].startswith("use that plugin's components through the registry")
     path = tmp_path / "plugin_module.py"
-    path.write_text("from mmkit.interfaces import Fused\nfrom mmkit.modality import Modality\n")
+    path.write_text("from mmkit._internal.interfaces import Fused\nfrom mmkit._internal.modality import Modality\n")
     with pytest.raises(ContractError, match=r"2 use\(s\) .*\n.*plugin_module.py:1: imports Fused from "
-                                            r"mmkit.interfaces, an internal module of mmkit; it is public as "
+                                            r"mmkit._internal.interfaces, an internal module of mmkit; it is public as "
                                             r"mmkit.Fused\n.*:2: imports Modality"):
         check_public_imports(tmp_path)
+
+
+@pytest.mark.parametrize("old", ["interfaces", "modality", "datasets", "errors", "tokenize", "registry", "hookspecs"])
+def test_a_pre_1_0_module_path_still_imports_with_a_deprecation_warning(old: str) -> None:
+    """Plugins written before the API was declared imported these modules; they keep working for
+    one minor release and say what to import instead."""
+    code = (f"import warnings; warnings.simplefilter('error')\n"
+            f"try:\n    import mmkit.{old}\nexcept DeprecationWarning as w:\n    print('warned:', w)\n"
+            f"warnings.simplefilter('ignore'); import importlib, sys; sys.modules.pop('mmkit.{old}', None)\n"
+            f"m = importlib.import_module('mmkit.{old}'); print(sorted(n for n in dir(m) if n[0].isupper())[:3])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"warned: mmkit.{old} is internal since mmkit 0.2" in done.stdout and "from `mmkit`" in done.stdout
+    assert done.stdout.splitlines()[-1] != "[]"  # it re-exports the module's names

@@ -142,7 +142,7 @@ def test_recipe_forms_and_errors_name_the_problem(tmp_path: Path) -> None:
 def test_cells_become_plain_values_and_image_bytes_keep_their_format(tmp_path: Path) -> None:
     from PIL import Image
 
-    from mmkit.inline_data import to_rows, write_split
+    from mmkit._internal.inline_data import to_rows, write_split
 
     frame = pd.DataFrame({"n": np.array([1, 2], dtype=np.int64), "x": [0.5, np.nan],
                           "s": pd.array(["a", pd.NA], dtype="string"), "v": [np.array([1.0, 2.0]), None]})

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mmkit.errors import DataError, RecipeError
-from mmkit.recipe import apply_overrides, load_recipe, parse_value
+from mmkit._internal.errors import DataError, RecipeError
+from mmkit._internal.recipe import apply_overrides, load_recipe, parse_value
 
 BASE = """
 [data]
@@ -110,8 +110,8 @@ def test_dataset_options_are_validated(tmp_path: Path) -> None:
 
 
 def test_missing_column_is_named(tmp_path: Path) -> None:
-    from mmkit.assembly import assemble, load_splits, plan_data
-    from mmkit.registry import get_registry
+    from mmkit._internal.assembly import assemble, load_splits, plan_data
+    from mmkit._internal.registry import get_registry
 
     text = BASE.replace('dataset = "shapes"', 'dataset = "shapes"\ncolumns = { text = "claimz" }')
     rec = load_recipe(write(tmp_path, text))

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 import mmkit
-from mmkit.errors import ComponentNotFoundError, DuplicateComponentError, ParameterError, PluginError
-from mmkit.params import parse_docstring_args, value_matches
-from mmkit.registry import Registry
+from mmkit._internal.errors import ComponentNotFoundError, DuplicateComponentError, ParameterError, PluginError
+from mmkit._internal.params import parse_docstring_args, value_matches
+from mmkit._internal.registry import Registry
 
 pytestmark = pytest.mark.usefixtures("clean_registry")
 
@@ -335,7 +335,7 @@ def test_parse_docstring_args_stops_at_the_next_section():
     ("torch.Tensor", {}),
 ])
 def test_annotation_schema(annotation, schema):
-    from mmkit.schema import annotation_schema
+    from mmkit._internal.schema import annotation_schema
 
     assert annotation_schema(annotation) == schema
 

@@ -3,7 +3,7 @@ column, or a documented behaviour (wrong-mode images become RGB, NaN numbers are
 
 Each test writes a small manifest (+ images) into tmp_path, builds a tiny recipe (timm test_resnet at
 32 px + text-transformer dim 16 + concat fusion + classification, or tabular-mlp for numeric faults)
-and calls :func:`mmkit.trainer.train`. Faults already covered at the modality level live in
+and calls :func:`mmkit._internal.trainer.train`. Faults already covered at the modality level live in
 tests/test_manifest.py (missing image file, non-numeric tabular value, image modes, bytes text).
 """
 
@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import torch
 
-from mmkit.trainer import TrainingError, train
-from mmkit.errors import DataError
-from mmkit.recipe import load_recipe
+from mmkit._internal.trainer import TrainingError, train
+from mmkit._internal.errors import DataError
+from mmkit._internal.recipe import load_recipe
 
 
 TABULAR_RECIPE = """
@@ -198,8 +198,8 @@ def test_decompression_bomb_cannot_exhaust_memory(images: dict[str, Path]) -> No
 import resource
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 import mmkit
-from mmkit.manifest import load_cell
-from mmkit.errors import DataError
+from mmkit._internal.manifest import load_cell
+from mmkit._internal.errors import DataError
 image = mmkit.get_registry().get("modality", "image").load()()
 try:
     load_cell(image, {str(images["bomb.png"])!r}, None, "m.csv", 4, "path")
@@ -214,9 +214,9 @@ except DataError as exc:
 def test_wrong_mode_images_are_converted_to_rgb_and_train(tmp_path: Path, images: dict[str, Path],
                                                           image_run: ImageRun) -> None:
     """Documented behaviour: CMYK, 16-bit, palette, alpha and 1-bit images become RGB (alpha over white)."""
-    from mmkit.assembly import assemble, load_splits, make_fields, plan_data
-    from mmkit.data import MultimodalDataset
-    from mmkit.registry import get_registry
+    from mmkit._internal.assembly import assemble, load_splits, make_fields, plan_data
+    from mmkit._internal.data import MultimodalDataset
+    from mmkit._internal.registry import get_registry
 
     odd = ["cmyk.jpg", "i16.png", "p.png", "la.png", "rgba.png", "bw.png"]
     rows = _rows(images, 16)

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from mmkit.errors import DataError, MmkitError, ParameterError, RecipeError
-from mmkit.manifest import count_records, iter_records, read_manifest
-from mmkit.recipe import apply_overrides, load_recipe, parse_value
-from mmkit.safeio import loads_json, loads_toml
+from mmkit._internal.errors import DataError, MmkitError, ParameterError, RecipeError
+from mmkit._internal.manifest import count_records, iter_records, read_manifest
+from mmkit._internal.recipe import apply_overrides, load_recipe, parse_value
+from mmkit._internal.safeio import loads_json, loads_toml
 
 
 # ------------------------------------------------------------------------------- recipes and --set
@@ -44,7 +44,7 @@ def test_huge_dotted_key_is_refused_without_the_memory(tmp_path: Path) -> None:
     path = tmp_path / "r.toml"
     path.write_text("a" + ".a" * 100_000 + " = 1\n")
     code = ("import resource, sys\nresource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))\n"
-            "from mmkit.recipe import read_toml\n"
+            "from mmkit._internal.recipe import read_toml\n"
             "try:\n    read_toml(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
                           check=False)
@@ -165,7 +165,7 @@ def test_strict_json_of_run_and_registry_files() -> None:
 
 def test_unreadable_annotations_are_any_in_the_json_schema() -> None:
     """A plugin's `Literal[foo]` (not a literal) was a ValueError traceback in `mmkit show --json`."""
-    from mmkit.schema import annotation_schema
+    from mmkit._internal.schema import annotation_schema
 
     assert annotation_schema("Literal[foo]") == {} and annotation_schema("Literal[1e999]") == {}
     assert annotation_schema("Literal['a', 2]") == {"enum": ["a", 2]}

@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner, Result
 from reliability_kit import RESOLVED, fitted_predictor, make_run, shapes_pngs
 
-from mmkit import models
-from mmkit.cli import cli
+from mmkit._internal import models
+from mmkit._internal.cli import cli
 
 
 def mmkit(*args: str, cwd: Path | None = None) -> Result:
@@ -136,7 +136,7 @@ def test_export_overwrite_replaces_an_earlier_export_entirely(tmp_path: Path) ->
 def test_export_that_fails_midway_leaves_nothing(tmp_path: Path, write_plugin, clean_registry) -> None:
     """A dataset whose 3rd row cannot be written: before, train.jsonl was left half-written."""
     write_plugin("tp_badrows", {"dataset": {"badrows": "tp_badrows:rows"}}, extra="""
-        from mmkit.datasets import DataSplits
+        from mmkit._internal.datasets import DataSplits
         def rows(n_train: int = 5, seed: int = 0):
             return DataSplits({"train": [{"x": 1}, {"x": 2}, {"x": object()}]}, name="badrows")
     """)
@@ -270,7 +270,7 @@ def test_device_is_validated_before_loading(saved: dict, device: str) -> None:
 FAULTS = """
 import json, os, resource, signal, sys
 from click.testing import CliRunner
-from mmkit.cli import cli
+from mmkit._internal.cli import cli
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like a full disk
 out = {}
 for name, args in json.loads(sys.argv[1]).items():

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from mmkit.cli import cli
-from mmkit.errors import PluginError
-from mmkit.registry import Registry
+from mmkit._internal.cli import cli
+from mmkit._internal.errors import PluginError
+from mmkit._internal.registry import Registry
 
 
 class Fatal(BaseException):

@@ -1,8 +1,8 @@
 """Reliability of recipe validation and component building under bad input.
 
 Property-based (hypothesis): random TOML-like documents and random mutations of a valid recipe go
-through :func:`mmkit.recipe.build_recipe`. The only exception allowed out is mmkit's own
-:class:`~mmkit.errors.MmkitError` (a RecipeError), its message starts with the recipe file and a key
+through :func:`mmkit._internal.recipe.build_recipe`. The only exception allowed out is mmkit's own
+:class:`~mmkit.MmkitError` (a RecipeError), its message starts with the recipe file and a key
 path, nothing hangs (deadline), and every recipe that validates is complete and stable: re-validating
 its resolved form (``recipe.resolved.toml``) gives the same recipe. Counts of inputs tried are
 asserted (and listed in docs/reliability.md).
@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import mmkit
-from mmkit.errors import MmkitError, RecipeError
-from mmkit.recipe import DATA_PARAMS, RUN_PARAMS, SECTIONS, TRAIN_PARAMS, build_recipe, dump_toml
-from mmkit.registry import Registry
+from mmkit._internal.errors import MmkitError, RecipeError
+from mmkit._internal.recipe import DATA_PARAMS, RUN_PARAMS, SECTIONS, TRAIN_PARAMS, build_recipe, dump_toml
+from mmkit._internal.registry import Registry
 
 SRC = "fuzz.toml"
 RANDOM_DOCS = 400  # random documents tried (see docs/reliability.md)
@@ -312,7 +312,7 @@ def test_bad_values_that_pass_validation_name_the_component_and_plugin(kind: str
 # ------------------------------------------------------------------------------ plugin components
 BOOM_IMPL = '''
 import torch
-from mmkit.interfaces import Fused, Fusion
+from mmkit._internal.interfaces import Fused, Fusion
 
 
 class BoomFusion(Fusion):
@@ -360,8 +360,8 @@ def _plugin_recipe(tmp_path: Path, fusion: str) -> Path:
 
 def test_plugin_constructor_error_through_a_recipe_names_component_and_plugin(
         tmp_path: Path, write_module, write_plugin, clean_registry) -> None:
-    from mmkit.trainer import train
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import load_recipe
 
     write_module("tp_rel_boom_impl", BOOM_IMPL)
     write_plugin("tp_rel_boom", {"fusion": {"tp-boom": "tp_rel_boom_impl:BoomFusion"}})
@@ -380,9 +380,9 @@ def test_plugin_constructor_error_through_a_recipe_names_component_and_plugin(
 
 def test_plugin_component_that_cannot_be_imported_fails_the_run_naming_the_plugin(
         tmp_path: Path, write_module, write_plugin, clean_registry) -> None:
-    from mmkit.trainer import train
-    from mmkit.errors import PluginError
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.errors import PluginError
+    from mmkit._internal.recipe import load_recipe
 
     write_module("tp_rel_noimport_impl", BOOM_IMPL.replace("import torch", "import torch\nimport tp_no_such_dep_x"))
     write_plugin("tp_rel_noimport", {"fusion": {"tp-noimport": "tp_rel_noimport_impl:BoomFusion"}})
@@ -395,8 +395,8 @@ def test_plugin_component_that_cannot_be_imported_fails_the_run_naming_the_plugi
 
 
 def test_build_failure_names_the_recipe_key(tmp_path: Path) -> None:
-    from mmkit.trainer import train
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import load_recipe
 
     recipe = load_recipe(_plugin_recipe(tmp_path, "concat"), ["model.head.dropout=2.0"])
     with pytest.raises(MmkitError, match=r"plug\.toml: model\.head.*dropout"):

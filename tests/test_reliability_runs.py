@@ -20,8 +20,8 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from mmkit.cli import cli
-from mmkit.rundir import RunDir, RunDirError
+from mmkit._internal.cli import cli
+from mmkit._internal.rundir import RunDir, RunDirError
 
 
 def mmkit(*args: str) -> Result:
@@ -113,8 +113,8 @@ def test_python_api_devices_are_refused_with_an_mmkit_error(device: str) -> None
     """Before: mmkit.load(..., device="bogus") was torch's RuntimeError; "meta" was accepted on a GPU.
     ``choose_device`` is the one place every path (``mmkit.load``, ``Predictor``, ``train.device``)
     turns a device name into a device."""
-    from mmkit.assembly import choose_device
-    from mmkit.errors import MmkitError
+    from mmkit._internal.assembly import choose_device
+    from mmkit._internal.errors import MmkitError
 
     with pytest.raises(MmkitError, match=rf"where = '{device}'"):
         choose_device(device, what="where")
@@ -204,7 +204,7 @@ def test_summary_json_is_strict_and_atomic(tmp_path: Path, monkeypatch: pytest.M
     assert run.read_summary() == data, "a null metric reads back"
     run.append_metrics({"step": 1, "split": "val", "metrics": {"loss": math.nan}})
     assert json.loads(run.metrics.read_text(), parse_constant=lambda c: pytest.fail(c))["metrics"]["loss"] is None
-    import mmkit.safeio as safeio
+    import mmkit._internal.safeio as safeio
 
     def failing_dumps(*args: Any, **kw: Any) -> str:
         raise OSError(28, "No space left on device")
@@ -223,8 +223,8 @@ def test_summary_json_is_strict_and_atomic(tmp_path: Path, monkeypatch: pytest.M
 FULL_DISK = """
 import json, os, resource, signal, sys
 from click.testing import CliRunner
-from mmkit.cli import cli
-from mmkit.distributed import STRATEGIES
+from mmkit._internal.cli import cli
+from mmkit._internal.distributed import STRATEGIES
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like a full disk
 out = {}
 for name, limit, args in json.loads(sys.argv[1]):
@@ -267,9 +267,9 @@ def test_full_disk_during_checkpoints_and_an_unwritable_home(tiny: Path, tmp_pat
 
 
 def _tiny_model_parameters(recipe: Path) -> list[torch.nn.Parameter]:
-    from mmkit.assembly import assemble, load_splits, plan_data
-    from mmkit.recipe import load_recipe
-    from mmkit.registry import get_registry
+    from mmkit._internal.assembly import assemble, load_splits, plan_data
+    from mmkit._internal.recipe import load_recipe
+    from mmkit._internal.registry import get_registry
 
     rec = load_recipe(recipe)
     return list(assemble(rec, get_registry(), plan_data(rec, load_splits(rec, get_registry()))).parameters())
@@ -330,8 +330,8 @@ def test_duplicate_csv_headers_are_refused_by_check_and_run(tmp_path: Path) -> N
 
 # ------------------------------------------------------------------------------- class 4: component sizes
 def test_allocation_budget_counts_before_allocating() -> None:
-    from mmkit.errors import ParameterError
-    from mmkit.membudget import allocation_budget
+    from mmkit._internal.errors import ParameterError
+    from mmkit._internal.membudget import allocation_budget
 
     with allocation_budget("small", limit=10 * 2**20):
         torch.nn.Linear(1000, 1000)  # 4 MB
@@ -372,7 +372,7 @@ def test_audio_dataset_sizes_are_checked_before_anything_is_generated(monkeypatc
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "plugins" / "mmkit-audio"))
     from mmkit_audio.data import shapes_audio
 
-    from mmkit.errors import ParameterError
+    from mmkit._internal.errors import ParameterError
 
     with pytest.raises(ParameterError, match=message):
         shapes_audio(**{"n_train": 4, "n_val": 0, "n_test": 0, **options})

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import torch
 
-from mmkit import checkpoint as ckpt
-from mmkit import models as mreg
-from mmkit.errors import MmkitError, ParameterError
+from mmkit._internal import checkpoint as ckpt
+from mmkit._internal import models as mreg
+from mmkit._internal.errors import MmkitError, ParameterError
 
 
 
@@ -83,8 +83,8 @@ checkpoint_every = 1
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mmkit.trainer import train
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import load_recipe
 
     root = tmp_path_factory.mktemp("sec")
     (root / "r.toml").write_text(TINY.format(out=(root / "runs").as_posix()), encoding="utf-8")
@@ -111,8 +111,8 @@ def test_malicious_training_state_is_refused(tmp_path: Path, marker: Path) -> No
 
 def test_resume_from_a_checkpoint_with_a_malicious_training_state_is_refused(
         trained: Path, tmp_path: Path, marker: Path) -> None:
-    from mmkit.trainer import train
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.trainer import train
+    from mmkit._internal.recipe import load_recipe
 
     run = _copy_run(trained, tmp_path / "runs" / "sec")
     _malicious_pt(run / "checkpoints" / "last" / ckpt.TRAINING_STATE, marker, wrap=lambda p: {"optimizer": p})
@@ -179,7 +179,7 @@ def test_sentence_transformer_folder_never_runs_its_code(tmp_path: Path, marker:
     """A model folder (as a recipe's ``path``) holding a pickled pytorch_model.bin, or a modules.json that
     names a class outside sentence-transformers: refused, nothing executed."""
     import mmkit
-    from mmkit.tokenize import bundled_minilm_path
+    from mmkit._internal.tokenize import bundled_minilm_path
 
     source = Path(bundled_minilm_path())
     pickled = tmp_path / "pickled"
@@ -235,9 +235,9 @@ def test_register_refuses_names_that_are_paths(tmp_path: Path, name: str) -> Non
 # ------------------------------------------------------------------------------------- scaffolding
 def _new_plugin_command() -> Any:
     try:
-        from mmkit.cli_scaffold import new_plugin
+        from mmkit._internal.cli_scaffold import new_plugin
     except ImportError:
-        pytest.skip("mmkit new-plugin (mmkit/cli_scaffold.py) is not written yet")
+        pytest.skip("mmkit new-plugin (mmkit/_internal/cli_scaffold.py) is not written yet")
     return new_plugin
 
 

@@ -26,12 +26,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmkit import checkpoint as ckpt
-from mmkit.trainer import TrainingError, train
-from mmkit.errors import RecipeError
-from mmkit.recipe import load_recipe
-from mmkit.registry import Registry
-from mmkit.rundir import RunDirError, RunLock, prepare_run_dir
+from mmkit._internal import checkpoint as ckpt
+from mmkit._internal.trainer import TrainingError, train
+from mmkit._internal.errors import RecipeError
+from mmkit._internal.recipe import load_recipe
+from mmkit._internal.registry import Registry
+from mmkit._internal.rundir import RunDirError, RunLock, prepare_run_dir
 
 
 
@@ -87,7 +87,7 @@ checkpoint_every = 1
 NAN_ENCODER = '''
 import torch
 from torch import nn
-from mmkit.interfaces import Embedding, Encoder
+from mmkit._internal.interfaces import Embedding, Encoder
 
 
 class PoisonEncoder(Encoder):
@@ -120,7 +120,7 @@ def test_nan_in_inputs_stops_at_that_step_and_keeps_the_last_finite_checkpoint(
         tmp_path: Path, write_module, write_plugin) -> None:
     """A NaN reaching the model at optimizer step k is reported as step k; checkpoints/last holds the
     finite weights of step k-1 (the NaN update is never saved)."""
-    from mmkit.data import EpochSampler
+    from mmkit._internal.data import EpochSampler
 
     write_module("tp_rel_poison_impl", NAN_ENCODER)
     write_plugin("tp_rel_poison", {"encoder": {"tp-poison": "tp_rel_poison_impl:PoisonEncoder"}})
@@ -191,7 +191,7 @@ import json, os, random, select, signal, sys, time
 import torch
 from torch import nn
 from safetensors.torch import load_file
-from mmkit import checkpoint as ckpt
+from mmkit._internal import checkpoint as ckpt
 
 torch.set_num_threads(1)  # no OpenMP pool before fork()
 folder, kills, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -385,7 +385,7 @@ def test_disk_full_during_training_stops_the_run_with_exit_2_and_resume_recovers
         tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from mmkit.cli import cli
+    from mmkit._internal.cli import cli
 
     real_save, calls = ckpt.save_weights, []
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from mmkit import Callback
-from mmkit.errors import RecipeError
-from mmkit.recipe import load_recipe
-from mmkit.resume import Change, resume_command, split_changes
-from mmkit.rundir import RunDir
-from mmkit.trainer import train
+from mmkit._internal.errors import RecipeError
+from mmkit._internal.recipe import load_recipe
+from mmkit._internal.resume import Change, resume_command, split_changes
+from mmkit._internal.rundir import RunDir
+from mmkit._internal.trainer import train
 
 RECIPE = """
 [run]
@@ -131,7 +131,7 @@ def test_batch_size_may_change_only_with_the_same_global_batch() -> None:
 
 
 def test_a_key_the_run_predates_counts_as_its_default() -> None:
-    from mmkit.resume import diff_recipes
+    from mmkit._internal.resume import diff_recipes
 
     old = {"train": {"lr": 0.01}}
     assert diff_recipes(old, {"train": {"lr": 0.01, "compile": False}}) == []  # added later, at its default

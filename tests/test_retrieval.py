@@ -78,7 +78,7 @@ def test_a_third_party_retrieval_head_takes_part_in_search(tmp_path: Path, write
     plugin = write_plugin("tp_dual", {"head": {"tp-dual": "tp_dual_impl:DualHead"}})
     recipe = write_tiny_recipe(tmp_path / "dual.toml", 'model.head={ type = "tp-dual" }', "train.max_steps=1",
                                'data.columns={ image = "image", text = "caption" }')
-    from mmkit.cli import cli
+    from mmkit._internal.cli import cli
 
     result = CliRunner().invoke(cli, ["-p", plugin, "run", str(recipe), "--quiet"])
     assert result.exit_code == 0, result.output

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mmkit import rundir
-from mmkit.rundir import RunDir, RunDirError
+from mmkit._internal import rundir
+from mmkit._internal.rundir import RunDir, RunDirError
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = (rundir.RECIPE, rundir.SUMMARY, rundir.METRICS, rundir.WEIGHTS, rundir.STATE, rundir.TRAINING_STATE)
@@ -74,8 +74,8 @@ def _path_literals(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 #: Other formats' file names that coincide with a run-directory name: a Hugging Face model folder's
-#: weights are model.safetensors too, and mmkit/offline.py checks such folders.
-OTHER_FORMATS = {"mmkit/offline.py": ("model.safetensors",)}
+#: weights are model.safetensors too, and mmkit/_internal/offline.py checks such folders.
+OTHER_FORMATS = {"mmkit/_internal/offline.py": ("model.safetensors",)}
 
 
 def test_only_rundir_spells_run_directory_file_names() -> None:
@@ -86,12 +86,13 @@ def test_only_rundir_spells_run_directory_file_names() -> None:
                 if text not in OTHER_FORMATS.get(rel, ())]
         if hits:
             found[rel] = hits
-    assert list(found) == ["mmkit/rundir.py"], found
+    assert list(found) == ["mmkit/_internal/rundir.py"], found
 
 
 def test_inference_ablation_and_the_cli_do_not_import_the_training_loop() -> None:
-    code = ("import sys, mmkit.predictor, mmkit.ablation, mmkit.cli, mmkit.trained; "
-            "print(sorted(m for m in ('mmkit.trainer', 'mmkit.loaders', 'mmkit.optim') if m in sys.modules))")
+    code = ("import sys, mmkit._internal.predictor, mmkit._internal.ablation, mmkit._internal.cli, "
+            "mmkit._internal.trained; print(sorted(m for m in ('mmkit._internal.trainer', "
+            "'mmkit._internal.loaders', 'mmkit._internal.optim') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

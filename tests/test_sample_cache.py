@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from mmkit import Callback
-from mmkit import sample_cache as SC
-from mmkit.recipe import load_recipe
-from mmkit.trainer import Trainer, train
+from mmkit._internal import sample_cache as SC
+from mmkit._internal.recipe import load_recipe
+from mmkit._internal.trainer import Trainer, train
 
 RECIPE = """
 [run]
@@ -183,9 +183,9 @@ def test_store_spills_past_the_budget_and_leaves_nothing(tmp_path: Path) -> None
 
 
 def test_auto_spills_to_disk_with_the_same_batches(manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mmkit.loaders
+    import mmkit._internal.loaders
 
-    monkeypatch.setattr(mmkit.loaders, "memory_budget", lambda local_world: 20_000)  # ~6 images of 3x32x36
+    monkeypatch.setattr(mmkit._internal.loaders, "memory_budget", lambda local_world: 20_000)  # ~6 images of 3x32x36
     plain = data_of(recipe_file(manifest, "b-off", "off"))
     cached = data_of(recipe_file(manifest, "b-auto", "auto"))
     same_batches(epochs(plain, 2), epochs(cached, 2))

@@ -14,16 +14,16 @@ import pytest
 from click.testing import CliRunner
 
 import mmkit
-from mmkit.cli_scaffold import new_plugin
+from mmkit._internal.cli_scaffold import new_plugin
 import mmkit.testing as kit
-from mmkit.scaffold import KINDS, PluginNames, ScaffoldError, create_plugin, parse_kinds, plugin_files
+from mmkit._internal.scaffold import KINDS, PluginNames, ScaffoldError, create_plugin, parse_kinds, plugin_files
 
 pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 def run_new_plugin(*args: str):
     """``mmkit new-plugin ARGS`` through the mmkit command group (the command alone until it is wired in)."""
-    from mmkit.cli import cli
+    from mmkit._internal.cli import cli
 
     if "new-plugin" in cli.commands:
         return CliRunner().invoke(cli, ["new-plugin", *args], prog_name="mmkit")
@@ -47,9 +47,9 @@ def run_generated_tests(roots: list[Path]) -> subprocess.CompletedProcess:
 
 
 def test_new_plugin_is_a_mmkit_command() -> None:
-    from mmkit.cli import cli
+    from mmkit._internal.cli import cli
 
-    assert "new-plugin" in cli.commands, "add mmkit.cli_scaffold.COMMANDS to the mmkit command group"
+    assert "new-plugin" in cli.commands, "add mmkit._internal.cli_scaffold.COMMANDS to the mmkit command group"
 
 
 def test_new_plugin_demo_is_listed(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_generated_files_compile_and_register_lightly(tmp_path: Path, kind: str,
             compile(text, rel, "exec")
     root = create_plugin("lite", kind, tmp_path)
     monkeypatch.syspath_prepend(str(root))
-    registry = mmkit.registry.Registry(["mmkit_lite.plugin"], entry_points=False, env=False)
+    registry = mmkit.Registry(["mmkit_lite.plugin"], entry_points=False, env=False)
     assert registry.failed_plugins() == {}
     expected = {("modality", "lite"), ("encoder", "lite")} if kind == "modality" else {(kind, "lite")}
     assert {(c.kind, c.name) for c in registry.list()} == expected
@@ -194,7 +194,7 @@ def test_plugins_md_documents_every_hook_with_its_current_docstring() -> None:
     gen = _gen_docs()
     text = (DOCS / "plugins.md").read_text(encoding="utf-8")
     hooks = gen.hookspecs()
-    registry = mmkit.registry.Registry(entry_points=False, env=False)
+    registry = mmkit.Registry(entry_points=False, env=False)
     assert {h[0] for h in hooks} == {h.name for h in registry.pm.hook.__dict__.values() if hasattr(h, "spec")}
     for name, signature, _, doc in hooks:
         assert doc and f"#### `{signature}`" in text, f"{name} is not documented; run python docs/gen_docs.py"

@@ -18,15 +18,15 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from mmkit.assembly import assemble, load_splits, make_fields, plan_data
-from mmkit.callbacks import Callback
-from mmkit.cli import cli as cli_main
-from mmkit.errors import DataError
-from mmkit.recipe import load_recipe
-from mmkit.registry import get_registry
-from mmkit.shards import open_source
-from mmkit.streaming import StreamDataset, batches_of, rank_segments, shard_order, stream_loader
-from mmkit.trainer import Trainer, train
+from mmkit._internal.assembly import assemble, load_splits, make_fields, plan_data
+from mmkit._internal.callbacks import Callback
+from mmkit._internal.cli import cli as cli_main
+from mmkit._internal.errors import DataError
+from mmkit._internal.recipe import load_recipe
+from mmkit._internal.registry import get_registry
+from mmkit._internal.shards import open_source
+from mmkit._internal.streaming import StreamDataset, batches_of, rank_segments, shard_order, stream_loader
+from mmkit._internal.trainer import Trainer, train
 
 RECIPE = """
 [run]
@@ -191,8 +191,8 @@ def _free_port() -> int:
 
 SCRIPT = """
 import json, os, sys
-from mmkit.recipe import load_recipe
-from mmkit.trainer import Trainer
+from mmkit._internal.recipe import load_recipe
+from mmkit._internal.trainer import Trainer
 
 class Recording(Trainer):
     seen = []
@@ -358,7 +358,7 @@ def test_a_bad_sample_on_one_rank_ends_the_two_process_run_with_its_message(shar
 
 
 def test_what_streams(tmp_path: Path, shards: dict[str, Path]) -> None:
-    from mmkit.shards import is_stream
+    from mmkit._internal.shards import is_stream
 
     one = str(shards["parquet"] / "train-000000.parquet")
     assert is_stream("s/train-{0..3}.tar") and is_stream("p/*.parquet") and is_stream("a.tar")
@@ -409,7 +409,7 @@ def test_skip_bad_rows_trains_and_counts_and_check_lists_the_sample(shards: dict
 
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 def test_counting_reads_long_names_and_pax_headers_like_tarfile(tmp_path: Path, fmt: int) -> None:
-    from mmkit.shards import count_tar
+    from mmkit._internal.shards import count_tar
 
     path = tmp_path / "x.tar"
     deep = "d" * 60 + "/" + "e" * 60  # over 100 characters: a ustar prefix, a GNU long name or a PAX path

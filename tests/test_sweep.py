@@ -14,10 +14,10 @@ import torch
 from click.testing import CliRunner
 
 import mmkit
-from mmkit.cli_run import run_cmd
-from mmkit.compare import compare
-from mmkit.errors import RecipeError
-from mmkit.sweep import SweepError, parse_sweep, plan_sweep, split_values
+from mmkit._internal.cli_run import run_cmd
+from mmkit._internal.compare import compare
+from mmkit._internal.errors import RecipeError
+from mmkit._internal.sweep import SweepError, parse_sweep, plan_sweep, split_values
 
 
 @pytest.fixture(autouse=True)

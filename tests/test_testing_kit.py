@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmkit.errors import DataError
-from mmkit.interfaces import Batch, Embedding, Encoder, Fused, Fusion, Head, Metrics, Output
-from mmkit.modality import Modality
+from mmkit._internal.errors import DataError
+from mmkit._internal.interfaces import Batch, Embedding, Encoder, Fused, Fusion, Head, Metrics, Output
+from mmkit._internal.modality import Modality
 from mmkit.testing import (ContractError, check_device, check_encoder, check_fusion, check_head, check_modality,
                            check_plugin_module, random_embeddings)
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import mmkit
-from mmkit.errors import ParameterError
+from mmkit._internal.errors import ParameterError
 from mmkit.testing import check_encoder
 
 
@@ -51,7 +51,7 @@ def test_bundled_minilm_offline_paraphrases(minilm):
 def test_normalize_matches_sentence_transformers_encode(minilm):
     from sentence_transformers import SentenceTransformer
 
-    from mmkit.tokenize import bundled_minilm_path
+    from mmkit._internal.tokenize import bundled_minilm_path
 
     texts = ["a red circle left of a blue square", "there is a green triangle"]
     normed = mmkit.create("encoder", "sentence-transformer", normalize=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mmkit import threads as T
+from mmkit._internal import threads as T
 
 
 def test_cgroup_v2_quota(tmp_path: Path) -> None:
@@ -81,8 +81,8 @@ def test_probe_restores_torch_threads() -> None:
 
 def test_run_header_and_summary_record_the_choice(tmp_path: Path, write_tiny_recipe,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from mmkit.recipe import load_recipe
-    from mmkit.trainer import train
+    from mmkit._internal.recipe import load_recipe
+    from mmkit._internal.trainer import train
 
     recipe = write_tiny_recipe(tmp_path / "t.toml", "train.max_steps=1", "train.threads=1", "data.options.n_val=0",
                                "data.options.n_test=0", "train.data_cache='off'")
@@ -94,8 +94,8 @@ def test_run_header_and_summary_record_the_choice(tmp_path: Path, write_tiny_rec
 
 
 def test_threads_key_is_validated(tmp_path: Path, write_tiny_recipe) -> None:
-    from mmkit.errors import RecipeError
-    from mmkit.recipe import load_recipe
+    from mmkit._internal.errors import RecipeError
+    from mmkit._internal.recipe import load_recipe
 
     with pytest.raises(RecipeError, match="train.threads"):
         load_recipe(write_tiny_recipe(tmp_path / "t.toml", "train.threads=0"))

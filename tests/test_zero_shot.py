@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 import mmkit
-from mmkit.cli_models import predict_cmd
+from mmkit._internal.cli_models import predict_cmd
 
 pytest.importorskip("transformers")
 
@@ -48,7 +48,7 @@ def predict(args: list[str], out: Path) -> list[dict]:
 
 def test_the_cards_zero_shot_table_and_the_overrides(setup: dict, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MMKIT_CLIP_PATH", str(setup["clip"]))
-    from mmkit import models
+    from mmkit._internal import models
 
     table = models.builtin_card("clip-local")["zero_shot"]
     preds = predict(["clip-local", "--input", str(setup["input"])], tmp_path / "a.jsonl")

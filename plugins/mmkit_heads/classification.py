@@ -85,7 +85,7 @@ class ClassificationHead(Head):
 
     Labels may be strings or integers; ``fit`` maps the training labels to class indices (sorted),
     and predictions are decoded back to the original labels. A label met after training that was not
-    seen in it is a :class:`~mmkit.errors.DataError`. Metrics (``metrics``; computed with torchmetrics,
+    seen in it is a :class:`~mmkit.DataError`. Metrics (``metrics``; computed with torchmetrics,
     see ``docs/heads.md``): ``accuracy``, ``macro_f1``, ``micro_f1``, ``auroc``, ``average_precision``,
     ``log_loss``, ``ece`` and ``top<K>_accuracy``; by default ``accuracy`` and ``macro_f1``
     (multi-label: ``accuracy`` = exact set match, ``micro_f1``, ``macro_f1``).

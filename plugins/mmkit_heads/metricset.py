@@ -2,7 +2,7 @@
 
 A head takes ``metrics: list[str] | None`` (None = the task's defaults); :func:`choose_metrics`
 checks the names against the head's catalogue before anything is built. :class:`TorchMetricSet` is
-the :class:`~mmkit.interfaces.Metrics` accumulator the engine drives: every rank updates its own
+the :class:`~mmkit.Metrics` accumulator the engine drives: every rank updates its own
 torchmetrics objects, the engine gathers the accumulators and ``merge`` folds each object's state
 in with torchmetrics' ``merge_state`` (sums add, kept predictions concatenate). The objects never
 synchronise by themselves (``sync_on_compute=False``): the engine's gather already did, and a second

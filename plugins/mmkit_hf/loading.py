@@ -1,8 +1,8 @@
 """Loading a local Hugging Face folder -- config, weights, tokenizer, image processor -- offline.
 
-Every load goes through :func:`mmkit.offline.local_folder` (a path that is not an existing folder is
-an error before transformers sees it), :func:`mmkit.offline.check_hf_folder` (no ``auto_map``, weights
-as safetensors) and :func:`mmkit.offline.hub_offline` with ``local_files_only=True`` and
+Every load goes through :func:`mmkit.local_folder` (a path that is not an existing folder is
+an error before transformers sees it), :func:`mmkit.check_hf_folder` (no ``auto_map``, weights
+as safetensors) and :func:`mmkit.hub_offline` with ``local_files_only=True`` and
 ``trust_remote_code=False``. Weights that the folder does not hold (transformers would initialise
 them at random with a warning) are an error, except a pooler that the caller can do without.
 """

@@ -13,7 +13,7 @@ from mmkit import Embedding, Encoder, ParameterError, check_hf_folder, hub_offli
 
 
 def _load(folder: Path) -> Any:
-    """The sentence-transformers model in ``folder``, offline (see :mod:`mmkit.offline`): no code from
+    """The sentence-transformers model in ``folder``, offline (see :mod:`mmkit._internal.offline`): no code from
     the folder runs, weights are read from safetensors only, and no environment variable changes."""
     if (folder / "config.json").is_file():
         check_hf_folder(folder, "sentence-transformer", weights=False)

@@ -17,7 +17,7 @@ import pytest
 from fuzzkit import OUTCOMES, invoke, run_property
 from hypothesis import strategies as st
 
-from mmkit.cli import cli
+from mmkit._internal.cli import cli
 
 SAMPLE, NIGHTLY = 6, 300
 

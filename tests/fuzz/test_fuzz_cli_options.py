@@ -26,7 +26,7 @@ from fuzzkit import (
 )
 from hypothesis import strategies as st
 
-from mmkit.cli import cli
+from mmkit._internal.cli import cli
 
 SAMPLE, NIGHTLY = 20, 700
 MODEL_SAMPLE, MODEL_NIGHTLY = 20, 500

@@ -18,7 +18,7 @@ from fuzzkit import HUGE_NUMBERS, WEIRD_TEXT, assert_untouched, deep, invoke, ru
 from hypothesis import strategies as st
 from reliability_kit import RESOLVED, make_run
 
-from mmkit.cli import cli
+from mmkit._internal.cli import cli
 
 SAMPLE, NIGHTLY = 10, 300
 

@@ -7,7 +7,7 @@ an mmkit error (no traceback); on failure no file changed and none appeared; on 
 ``--out`` file appeared or (with ``--overwrite``) changed, holding strict JSON (predict) or one
 float32 row per input row (embed); no temporary file is left.
 
-The model is built once (``mmkit.predictor.load`` returns it), so the cases exercise
+The model is built once (``mmkit.load`` returns it), so the cases exercise
 reading, preprocessing, prediction and writing; loading and checksums are fuzzed in
 test_fuzz_registry.py.
 """
@@ -27,8 +27,8 @@ from fuzzkit import HUGE_NUMBERS, OUTCOMES, WEIRD_TEXT, assert_untouched, deep, 
 from hypothesis import strategies as st
 from reliability_kit import fitted_predictor, shapes_pngs
 
-from mmkit.cli import cli
-from mmkit.manifest import count_records
+from mmkit._internal.cli import cli
+from mmkit._internal.manifest import count_records
 
 SAMPLE, NIGHTLY = 25, 900
 
@@ -149,9 +149,9 @@ def _no_nan(name: str) -> Any:
 
 def _run(model: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, examples: int,
          nightly: bool) -> None:
-    import mmkit.predictor
+    import mmkit._internal.predictor
 
-    monkeypatch.setattr(mmkit.predictor, "load", lambda *a, **k: model["predictor"])
+    monkeypatch.setattr(mmkit._internal.predictor, "load", lambda *a, **k: model["predictor"])
     monkeypatch.setenv("MMKIT_REGISTRY", str(tmp_path / "unused-registry"))
     run_property("predict/embed/eval inputs and options", st.tuples(inputs(), OPTIONS),
                  lambda case: check_case(model, tmp_path / "w", case), examples, nightly=nightly)

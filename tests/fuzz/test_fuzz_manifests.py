@@ -15,8 +15,8 @@ import pytest
 from fuzzkit import HUGE_NUMBERS, WEIRD_TEXT, deep, run_property
 from hypothesis import strategies as st
 
-from mmkit.errors import DataError
-from mmkit.manifest import count_records, iter_records, load_manifest_splits, read_manifest
+from mmkit._internal.errors import DataError
+from mmkit._internal.manifest import count_records, iter_records, load_manifest_splits, read_manifest
 
 SAMPLE, NIGHTLY = 60, 3000
 

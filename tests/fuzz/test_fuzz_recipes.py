@@ -15,8 +15,8 @@ import pytest
 from fuzzkit import HUGE_NUMBERS, SCALAR_TEXT, WEIRD_TEXT, deep, run_property
 from hypothesis import strategies as st
 
-from mmkit.errors import RecipeError
-from mmkit.recipe import load_recipe, parse_value
+from mmkit._internal.errors import RecipeError
+from mmkit._internal.recipe import load_recipe, parse_value
 
 SAMPLE, NIGHTLY = 40, 2500
 SET_SAMPLE, SET_NIGHTLY = 40, 1500

@@ -23,9 +23,9 @@ from fuzzkit import HUGE_NUMBERS, WEIRD_TEXT, assert_untouched, deep, invoke, ru
 from hypothesis import strategies as st
 from reliability_kit import RESOLVED, make_run
 
-from mmkit import models
-from mmkit.cli import cli
-from mmkit.errors import MmkitError
+from mmkit._internal import models
+from mmkit._internal.cli import cli
+from mmkit._internal.errors import MmkitError
 
 REG_SAMPLE, REG_NIGHTLY = 20, 1200
 RUN_SAMPLE, RUN_NIGHTLY = 15, 800

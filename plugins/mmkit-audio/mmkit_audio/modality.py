@@ -11,7 +11,7 @@ A cell may be
 * an :class:`AudioClip`.
 
 An empty cell (None, "", NaN) is an absent sample; a path to a file that does not exist, an
-unreadable file, an empty clip or non-finite samples raise :class:`mmkit.errors.DataError`.
+unreadable file, an empty clip or non-finite samples raise :class:`mmkit.DataError`.
 No torch here: loading runs in DataLoader workers and in listing-free code paths.
 """
 

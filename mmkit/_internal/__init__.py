@@ -1,0 +1,1 @@
+"""mmkit's internal modules: no stability promise; import the public API from `mmkit`."""

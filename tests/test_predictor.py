@@ -86,7 +86,9 @@ def reference_predictor(trained: dict) -> Predictor:
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    # the same intra-op thread count as this process: a float sum's order depends on it, and the
+    # fresh-process test compares probabilities bit for bit
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, env=env, cwd=cwd,
                           timeout=300)
 

@@ -55,7 +55,7 @@ class _Recipe:
         self.train, self.encoders, self.source = train, {}, "<learning benchmark>"
 
 
-def build(model_name: str, feats: dict, modalities: list[str]):
+def build(model_name: str, feats: dict, modalities: list[str], params: dict[str, Any] | None = None):
     """The model: a built-in fusion (default parameters) + linear classifier, or the hand-written one."""
     import mmkit
     from torch import nn
@@ -66,7 +66,7 @@ def build(model_name: str, feats: dict, modalities: list[str]):
         from learning_reference import ReferenceModel
 
         return ReferenceModel(context["input_dims"])
-    fusion = mmkit.create("fusion", model_name, context=context)
+    fusion = mmkit.create("fusion", model_name, context=context, **(params or {}))
     return nn.ModuleDict({"fusion": fusion, "head": nn.Linear(fusion.dim, 2)})
 
 
@@ -97,28 +97,31 @@ def evaluate(model, feats: dict, labels, modalities: list[str]) -> float:
     return float((logits.argmax(1) == labels).float().mean())
 
 
-def optimizer_for(model, model_name: str, steps: int):
+def optimizer_for(model, model_name: str, steps: int, overrides: dict[str, Any] | None = None):
     """mmkit's default optimizer and schedule; the reference gets its hand-picked ones."""
     from mmkit.optim import Schedule, make_optimizer, param_groups
 
     train = train_defaults()
     if model_name == "reference":
         train.update(lr=3e-4, warmup_steps=100, schedule="cosine")
+    else:
+        train.update(overrides or {})
     recipe = _Recipe(train)
     opt = make_optimizer(param_groups(model, recipe), recipe)  # type: ignore[arg-type]
     return opt, Schedule.from_recipe(train, steps), train
 
 
 def run_one(task: str, model_name: str, seed: int, steps: int, data, modalities: list[str] | None = None,
-            eval_every: int = 25) -> dict[str, Any]:
+            eval_every: int = 25, params: dict[str, Any] | None = None,
+            train_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one model; returns its accuracy curve, final/best accuracy and samples/s."""
     import torch
 
     train, y_train, val, y_val = data
     modalities = modalities or sorted(train)
     torch.manual_seed(seed)
-    model = build(model_name, train, modalities)
-    opt, schedule, cfg = optimizer_for(model, model_name, steps)
+    model = build(model_name, train, modalities, params if model_name != "reference" else None)
+    opt, schedule, cfg = optimizer_for(model, model_name, steps, train_overrides)
     g = torch.Generator().manual_seed(seed)
     curve, busy = [], 0.0
     model.train()
@@ -232,6 +235,9 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--n-val", type=int, default=500)
     p.add_argument("--no-ablation", action="store_true", help="skip the single-modality runs")
     p.add_argument("--no-reference", action="store_true", help="skip the hand-written reference")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a [train] default (lr=1e-3, warmup_steps=100) or, as fusion.KEY=VALUE, a "
+                        "fusion parameter: for experiments; give such runs their own --label")
     p.add_argument("--label", default="current", help="tag of these runs (e.g. 'before' for a baseline)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (the test suite: checks that it runs)")
     p.add_argument("--out", default=None, help="JSON to merge into (default benchmarks/results/learning.json)")
@@ -257,8 +263,22 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, int, list[str] | None
     return runs
 
 
+def overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` values, parsed as TOML: ``(train overrides, fusion parameters)``."""
+    from mmkit.safeio import loads_toml
+
+    train: dict[str, Any] = {}
+    fusion: dict[str, Any] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        parsed = loads_toml(f"v = {value}", "--set")["v"] if value else None
+        (fusion if name.startswith("fusion.") else train)[name.removeprefix("fusion.")] = parsed
+    return train, fusion
+
+
 def main() -> None:
     args = arguments()
+    train_set, fusion_set = overrides(args.set)
     if args.quick:
         args.steps, args.n_train, args.n_val = min(args.steps, 20), 64, 32
     out = Path(args.out or RESULTS / f"learning{'-quick' if args.quick else ''}.json")
@@ -270,8 +290,10 @@ def main() -> None:
         data = {}
         for task, model_name, seed, mods in plan(args):
             data.setdefault(task, make_task(task, args.n_train, args.n_val))
-            rec = run_one(task, model_name, seed, args.steps, data[task], mods, 5 if args.quick else 25)
-            rec.update(label=args.label, time=time.strftime("%Y-%m-%d %H:%M:%S"), loadavg=loadavg())
+            rec = run_one(task, model_name, seed, args.steps, data[task], mods, 5 if args.quick else 25,
+                          fusion_set, train_set)
+            rec.update(label=args.label, overrides=args.set, time=time.strftime("%Y-%m-%d %H:%M:%S"), loadavg=loadavg())
+            doc = load(out)  # another invocation may have added records meanwhile
             doc["runs"][key(rec)] = rec
             say(f"{task:9s} {model_name:15s} {'+'.join(rec['modalities']):15s} seed {seed}: final "
                 f"{rec['final']:.3f} best {rec['best']:.3f} ({rec['samples_per_s']:.0f} samples/s)")

@@ -26,7 +26,8 @@ class Block(nn.Module):
 class ReferenceModel(nn.Module):
     def __init__(self, input_dims: dict[str, int], dim: int = 128, heads: int = 4, layers: int = 2) -> None:
         super().__init__()
-        self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, dim), nn.LayerNorm(dim)) for m, d in input_dims.items()})
+        self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, dim), nn.LayerNorm(dim))
+                                   for m, d in input_dims.items()})
         self.modality = nn.ParameterDict({m: nn.Parameter(torch.randn(dim) * 0.02) for m in input_dims})
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(layers))

@@ -128,7 +128,8 @@ def sequence(n: int, rng: np.random.Generator, steps: int = 16) -> tuple[Feature
         tokens[i, :, 1:] = position
         claim = (kind, quarter)
         if not label:
-            claim = (1 - kind, quarter) if rng.random() < 0.5 else (kind, int(rng.choice([q for q in range(4) if q != quarter])))
+            other = int(rng.choice([q for q in range(4) if q != quarter]))
+            claim = (1 - kind, quarter) if rng.random() < 0.5 else (kind, other)
         words.append([claim[0], 2 + claim[1]])
     seq = torch.from_numpy(tokens)
     mask = torch.ones(n, steps, dtype=torch.bool)
@@ -149,7 +150,8 @@ TASKS: dict[str, Callable[[int, np.random.Generator], tuple[Features, torch.Tens
     "binding": binding, "counting": counting, "relation": relation, "sequence": sequence, "tabular": tabular}
 
 
-def make_task(name: str, n_train: int, n_val: int, seed: int = 0) -> tuple[Features, torch.Tensor, Features, torch.Tensor]:
+def make_task(name: str, n_train: int, n_val: int,
+              seed: int = 0) -> tuple[Features, torch.Tensor, Features, torch.Tensor]:
     """``(train features, train labels, val features, val labels)``; the data do not depend on the run's seed."""
     rng = np.random.default_rng(seed)
     train, y_train = TASKS[name](n_train, rng)

@@ -7,8 +7,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from mmkit import Embedding, Fused, Fusion, ParameterError
-from mmkit_fusion.common import (Projection, batch_info, check_positive, check_probability, modality_dropout,
+from mmkit import Embedding, Fused, Fusion
+from mmkit_fusion.common import (Projection, batch_info, check_positive, check_probability,
+                                 default_widths, modality_dropout,
                                  modality_order, token_view)
 
 
@@ -23,9 +24,10 @@ class TransformerFusion(Fusion):
     CLS vector; ``tokens`` = all tokens, CLS first, with ``mask`` (padded positions are zero).
 
     Args:
-        dim: model width (tokens and fused output).
+        dim: model width (tokens and fused output); unset: the widest encoder's width rounded up to a
+            multiple of 32, within [64, 256].
         layers: number of transformer encoder layers.
-        heads: attention heads per layer (must divide ``dim``).
+        heads: attention heads per layer (must divide ``dim``); unset: heads of 32 channels.
         dropout: dropout in attention and feed-forward sublayers.
         ff_mult: each layer's feed-forward hidden width is ``ff_mult * dim``.
         modality_dropout: training only: probability of dropping each present modality of each
@@ -34,17 +36,16 @@ class TransformerFusion(Fusion):
 
     has_tokens = True
 
-    def __init__(self, input_dims: dict[str, int], token_inputs: dict[str, bool] | None = None, dim: int = 256,
-                 layers: int = 2, heads: int = 4, dropout: float = 0.1, ff_mult: int = 4,
+    def __init__(self, input_dims: dict[str, int], token_inputs: dict[str, bool] | None = None, dim: int | None = None,
+                 layers: int = 2, heads: int | None = None, dropout: float = 0.1, ff_mult: int = 4,
                  modality_dropout: float = 0.0) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("layers", layers), ("heads", heads), ("ff_mult", ff_mult)):
+        for name, value in (("layers", layers), ("ff_mult", ff_mult)):
             check_positive(name, value)
         check_probability("dropout", dropout)
         check_probability("modality_dropout", modality_dropout)
-        if dim % heads:
-            raise ParameterError(f"heads ({heads}) must divide dim ({dim})")
         self.modalities = modality_order(input_dims)
+        dim, heads = default_widths(input_dims, dim, heads)
         self.dim = dim
         self.modality_dropout = modality_dropout
         self.proj = nn.ModuleDict({m: Projection(input_dims[m], dim) for m in self.modalities})

@@ -12,7 +12,8 @@ Tasks (the kinds issue 20 asks for):
 
 * ``binding``: 2-3 objects of 4 colours x 3 shapes; claim "<colour> <shape>"; false claims mostly
   name a colour and a shape that are present on different objects (the shapes quickstart's plateau).
-* ``counting``: 1-6 objects of 3 colours at random places; claim "<number> <colour>" (1-4).
+* ``counting``: 1-7 objects of 3 colours at random places; claim "<number> <colour>" (1-4; a false
+  claim is off by one).
 * ``relation``: 2-3 objects of distinct colours at random places; claim "<colour> left-of|right-of|
   above|below <colour>".
 * ``sequence``: a 16-step noisy signal (a non-image modality) with a peak or dip in one quarter;
@@ -84,13 +85,13 @@ def binding(n: int, rng: np.random.Generator) -> tuple[Features, torch.Tensor]:
 def counting(n: int, rng: np.random.Generator) -> tuple[Features, torch.Tensor]:
     feats, words, labels = [], [], rng.integers(0, 2, n)
     for label in labels:
-        colours = rng.integers(0, 3, int(rng.integers(1, 7)))
-        c = int(colours[int(rng.integers(len(colours)))])
-        count = int((colours == c).sum())
-        claim = count if label else int(rng.choice([k for k in range(1, 5) if k != count]))
+        claim, c = int(rng.integers(1, 5)), int(rng.integers(3))
+        count = claim if label else claim + int(rng.choice([-1, 1]))
+        others = [int(k) for k in rng.integers(1, 3, int(rng.integers(0 if count else 1, 3)))]
+        colours = rng.permutation([c] * count + [(c + k) % 3 for k in others])
         feats.append([_onehot(int(k), 3) + list(rng.random(2)) + [1.0] for k in colours])
         words.append([3 + claim - 1, c])
-    return {"image": _objects(feats), "text": _claims(words, 7)}, torch.as_tensor(labels)
+    return {"image": _objects(feats), "text": _claims(words, 8)}, torch.as_tensor(labels)
 
 
 RELATIONS = ("left-of", "right-of", "above", "below")

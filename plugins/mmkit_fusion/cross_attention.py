@@ -33,10 +33,11 @@ class CrossAttentionFusion(Fusion):
             which for two modalities is the second one in sorted order. With a single modality the
             query attends to itself. An explicit ``key`` leaves any third modality unused.
         dim: width of the tokens and of the fused output; unset: the widest encoder's width rounded up
-            to a multiple of 32, within [64, 256].
+            to a multiple of 32, within [128, 256].
         heads: attention heads (must divide ``dim``); unset: heads of 32 channels.
         ff_mult: the feed-forward hidden width is ``ff_mult * dim``.
-        dropout: dropout on attention weights and in the feed-forward.
+        dropout: dropout on attention weights and in the feed-forward (default 0, as the
+            ``transformer`` fusion: it slows learning in short runs).
         modality_dropout: training only: probability of dropping each present modality of each
             sample (never a sample's last one).
     """
@@ -45,7 +46,7 @@ class CrossAttentionFusion(Fusion):
 
     def __init__(self, input_dims: dict[str, int], token_inputs: dict[str, bool] | None = None,
                  query: str | None = None, key: str | None = None, dim: int | None = None, heads: int | None = None,
-                 ff_mult: int = 4, dropout: float = 0.1, modality_dropout: float = 0.0) -> None:
+                 ff_mult: int = 4, dropout: float = 0.0, modality_dropout: float = 0.0) -> None:
         super().__init__()
         check_positive("ff_mult", ff_mult)
         check_probability("dropout", dropout)

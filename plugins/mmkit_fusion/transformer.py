@@ -25,10 +25,12 @@ class TransformerFusion(Fusion):
 
     Args:
         dim: model width (tokens and fused output); unset: the widest encoder's width rounded up to a
-            multiple of 32, within [64, 256].
+            multiple of 32, within [128, 256].
         layers: number of transformer encoder layers.
         heads: attention heads per layer (must divide ``dim``); unset: heads of 32 channels.
-        dropout: dropout in attention and feed-forward sublayers.
+        dropout: dropout in attention and feed-forward sublayers (default 0: at 0.1 the learning
+            benchmark's tabular task reached 0.77 instead of 0.91 in 400 steps; raise it for long runs
+            on small data).
         ff_mult: each layer's feed-forward hidden width is ``ff_mult * dim``.
         modality_dropout: training only: probability of dropping each present modality of each
             sample (never a sample's last one); dropped modalities' tokens are masked.
@@ -37,7 +39,7 @@ class TransformerFusion(Fusion):
     has_tokens = True
 
     def __init__(self, input_dims: dict[str, int], token_inputs: dict[str, bool] | None = None, dim: int | None = None,
-                 layers: int = 2, heads: int | None = None, dropout: float = 0.1, ff_mult: int = 4,
+                 layers: int = 2, heads: int | None = None, dropout: float = 0.0, ff_mult: int = 4,
                  modality_dropout: float = 0.0) -> None:
         super().__init__()
         for name, value in (("layers", layers), ("ff_mult", ff_mult)):

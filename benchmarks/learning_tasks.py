@@ -14,8 +14,8 @@ Tasks (the kinds issue 20 asks for):
   name a colour and a shape that are present on different objects (the shapes quickstart's plateau).
 * ``counting``: 1-7 objects of 3 colours at random places; claim "<number> <colour>" (1-4; a false
   claim is off by one).
-* ``relation``: 2-3 objects of distinct colours at random places; claim "<colour> left-of|right-of|
-  above|below <colour>".
+* ``relation``: 2 objects of distinct colours in distinct cells of a 3x3 grid (one-hot cell); claim
+  "<colour> left-of|right-of|above|below <colour>".
 * ``sequence``: a 16-step noisy signal (a non-image modality) with a peak or dip in one quarter;
   claim "<peak|dip> <quarter>".
 * ``tabular``: 6 standard-normal columns, pooled only (one token in token-level fusions, like a
@@ -104,13 +104,12 @@ def _holds(rel: int, a: np.ndarray, b: np.ndarray) -> bool:
 def relation(n: int, rng: np.random.Generator) -> tuple[Features, torch.Tensor]:
     feats, words, labels = [], [], rng.integers(0, 2, n)
     for label in labels:
-        k = int(rng.integers(2, 4))
-        colours, pos = rng.permutation(4)[:k], rng.random((k, 2))
-        i, j = rng.permutation(k)[:2]
-        true = [r for r in range(4) if _holds(r, pos[i], pos[j]) == bool(label)]
+        colours, cells = rng.permutation(4)[:2], rng.permutation(9)[:2]
+        pos = np.stack([cells % 3, cells // 3], 1)
+        true = [r for r in range(4) if _holds(r, pos[0], pos[1]) == bool(label)]
         rel = int(true[int(rng.integers(len(true)))])
-        feats.append([_onehot(int(c), 4) + list(p) + [1.0] for c, p in zip(colours, pos)])
-        words.append([int(colours[i]), 4 + rel, int(colours[j])])
+        feats.append([_onehot(int(c), 4) + _onehot(int(cell), 9) for c, cell in zip(colours, cells)])
+        words.append([int(colours[0]), 4 + rel, int(colours[1])])
     return {"image": _objects(feats), "text": _claims(words, 8)}, torch.as_tensor(labels)
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Literal, Mapping
 
 import torch
 from torch import nn
 
-from mmkit import Embedding, Fused, Fusion
+from mmkit import Embedding, Fused, Fusion, ParameterError
 from mmkit_fusion.common import (Projection, batch_info, check_positive, check_probability,
-                                 default_widths, modality_dropout,
+                                 default_widths, masked_mean, modality_dropout,
                                  modality_order, token_view)
 
 
@@ -34,18 +34,23 @@ class TransformerFusion(Fusion):
         ff_mult: each layer's feed-forward hidden width is ``ff_mult * dim``.
         modality_dropout: training only: probability of dropping each present modality of each
             sample (never a sample's last one); dropped modalities' tokens are masked.
+        pooling: the fused vector: ``cls`` (the CLS token's final state) or ``mean`` (the masked mean
+            of all other tokens' final states; the CLS token still takes part in attention).
     """
 
     has_tokens = True
 
     def __init__(self, input_dims: dict[str, int], token_inputs: dict[str, bool] | None = None, dim: int | None = None,
                  layers: int = 2, heads: int | None = None, dropout: float = 0.0, ff_mult: int = 4,
-                 modality_dropout: float = 0.0) -> None:
+                 modality_dropout: float = 0.0, pooling: Literal["cls", "mean"] = "cls") -> None:
         super().__init__()
         for name, value in (("layers", layers), ("ff_mult", ff_mult)):
             check_positive(name, value)
         check_probability("dropout", dropout)
         check_probability("modality_dropout", modality_dropout)
+        if pooling not in ("cls", "mean"):
+            raise ParameterError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.pooling = pooling
         self.modalities = modality_order(input_dims)
         dim, heads = default_widths(input_dims, dim, heads)
         self.dim = dim
@@ -81,4 +86,5 @@ class TransformerFusion(Fusion):
             x = torch.where(mask[..., None], x, torch.zeros_like(x))
         x = self.norm(x)
         tokens = torch.where(mask[..., None], x, torch.zeros_like(x))
-        return Fused(pooled=x[:, 0], tokens=tokens, mask=mask, inputs=dict(embeddings))
+        pooled = x[:, 0] if self.pooling == "cls" else masked_mean(tokens[:, 1:], mask[:, 1:])
+        return Fused(pooled=pooled, tokens=tokens, mask=mask, inputs=dict(embeddings))

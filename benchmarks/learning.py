@@ -217,6 +217,20 @@ def compare_markdown(doc: dict[str, Any], labels: list[str], steps: int = 400) -
     return "\n".join(lines)
 
 
+def grid_markdown(doc: dict[str, Any], labels: list[str], model: str = "transformer", steps: int = 400) -> str:
+    """Final accuracy of ``model`` per task (mean over the seeds run) for each label (a settings grid)."""
+    rows = {label: {task: [r["final"] for r in rs] for (task, m, mods), rs in _groups(doc["runs"], label, steps).items()
+                    if m == model and "+" in mods} for label in labels}
+    tasks = [t for t in TASKS if any(t in cells for cells in rows.values())]
+    lines = [f"| {model}: settings | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for label, cells in rows.items():
+        rec = next((r for r in doc["runs"].values() if r.get("label") == label and r["model"] == model), None)
+        name = f"lr {rec['lr']:g}, warm-up {rec['warmup_steps']}" if rec else label
+        lines.append(f"| {name} | " + " | ".join(
+            f"{statistics.mean(cells[t]):.3f}" if t in cells else "–" for t in tasks) + " |")
+    return "\n".join(lines)
+
+
 def write_docs(path: Path, block: str) -> None:
     text = path.read_text(encoding="utf-8")
     if START not in text or END not in text:
@@ -242,6 +256,7 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes (the test suite: checks that it runs)")
     p.add_argument("--out", default=None, help="JSON to merge into (default benchmarks/results/learning.json)")
     p.add_argument("--markdown", default=None, help="write the table block of this Markdown file from the JSON")
+    p.add_argument("--grid", default=None, help="with --markdown: labels of a settings grid to tabulate")
     p.add_argument("--report-only", action="store_true", help="train nothing: only print/write the tables")
     p.add_argument("--compare", default=None, help="with --markdown: labels to compare, e.g. before,current")
     return p.parse_args()
@@ -304,6 +319,8 @@ def main() -> None:
         block = markdown(doc, args.label, args.steps)
         if args.compare:
             block = compare_markdown(doc, args.compare.split(","), args.steps) + "\n\n" + block
+        if args.grid:
+            block += "\n\n" + grid_markdown(doc, args.grid.split(","), steps=args.steps)
         write_docs(Path(args.markdown), block)
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmkit import Embedding, Encoder, ParameterError, make_tokenizer, tokenizer_from_state
+from mmkit import Embedding, Encoder, ParameterError, WordTokenizer, make_tokenizer, tokenizer_from_state
 
 
 class TextTransformerEncoder(Encoder):
@@ -58,9 +58,8 @@ class TextTransformerEncoder(Encoder):
     def _rows(self) -> int:
         """Embedding rows: the fitted word vocabulary (4 specials + the words ``fit`` kept), never more
         than ``max_vocab``; the full id space for ``wordpiece``."""
-        if self.tokenizer.kind == "word":
-            return len(self.tokenizer.itos)
-        return self.tokenizer.vocab_size
+        tok = self.tokenizer
+        return len(tok.itos) if isinstance(tok, WordTokenizer) else tok.vocab_size
 
     def _embedding(self) -> nn.Embedding:
         embed = nn.Embedding(self._rows(), self.dim, padding_idx=self.tokenizer.pad_id)

@@ -163,6 +163,23 @@ def save(path: Path, doc: dict[str, Any]) -> None:
     write_json_atomic(path, doc)
 
 
+def add_record(path: Path, rec: dict[str, Any]) -> dict[str, Any]:
+    """Merge one run into the JSON under an exclusive lock (several invocations may run at once)."""
+    import fcntl
+    import hashlib
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    with open(Path(tempfile.gettempdir()) / f"mmkit-learning-{tag}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doc = load(path)
+        doc["runs"][key(rec)] = rec
+        doc["machine"] = machine()
+        save(path, doc)
+    return doc
+
+
 def _mean_std(values: list[float]) -> str:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.3f} ± {std:.3f}"
@@ -308,12 +325,9 @@ def main() -> None:
             rec = run_one(task, model_name, seed, args.steps, data[task], mods, 5 if args.quick else 25,
                           fusion_set, train_set)
             rec.update(label=args.label, overrides=args.set, time=time.strftime("%Y-%m-%d %H:%M:%S"), loadavg=loadavg())
-            doc = load(out)  # another invocation may have added records meanwhile
-            doc["runs"][key(rec)] = rec
+            doc = add_record(out, rec)
             say(f"{task:9s} {model_name:15s} {'+'.join(rec['modalities']):15s} seed {seed}: final "
                 f"{rec['final']:.3f} best {rec['best']:.3f} ({rec['samples_per_s']:.0f} samples/s)")
-            doc["machine"] = machine()
-            save(out, doc)
     print(markdown(doc, args.label, args.steps))
     if args.markdown:
         block = markdown(doc, args.label, args.steps)

@@ -129,18 +129,18 @@ def modality_dropout(embeddings: Mapping[str, Embedding], modalities: list[str],
 
 
 def default_widths(input_dims: Mapping[str, int], dim: int | None, heads: int | None,
-                   head_dim: int = 32) -> tuple[int, int]:
+                   head_dim: int = 32, smallest: int = 128) -> tuple[int, int]:
     """``(dim, heads)`` of an attention fusion, following the encoders where the recipe sets none.
 
     ``dim`` unset: the widest encoder's width rounded up to a multiple of ``head_dim``, kept within
-    [128, 256] (a 768-d encoder is not copied; on the learning benchmark a 64-wide transformer fusion
+    [``smallest``, 256] (a 768-d encoder is not copied; on the learning benchmark a 64-wide transformer fusion
     learned markedly slower than a 128-wide one: tabular task 0.77 vs 0.91 at 400 steps).
     ``heads`` unset: heads of ``head_dim`` channels (the most heads up to ``dim // head_dim`` that
     divide ``dim``). An explicit ``heads`` must divide ``dim``.
     """
     if dim is None:
         widest = max(input_dims.values())
-        dim = min(256, max(128, -(-widest // head_dim) * head_dim))
+        dim = min(256, max(smallest, -(-widest // head_dim) * head_dim))
     check_positive("dim", dim)
     if heads is None:
         heads = next(h for h in range(max(1, dim // head_dim), 0, -1) if dim % h == 0)

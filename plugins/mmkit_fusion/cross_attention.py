@@ -32,8 +32,8 @@ class CrossAttentionFusion(Fusion):
         key: the modality attended to; default all the other modalities (their tokens concatenated),
             which for two modalities is the second one in sorted order. With a single modality the
             query attends to itself. An explicit ``key`` leaves any third modality unused.
-        dim: width of the tokens and of the fused output; unset: the widest encoder's width rounded up
-            to a multiple of 32, within [128, 256].
+        dim: width of the tokens and of the fused output; unset: 256 (narrower learned markedly
+            slower on the learning benchmark's sequence task: 0.84 vs 0.99 at 128).
         heads: attention heads (must divide ``dim``); unset: heads of 32 channels.
         ff_mult: the feed-forward hidden width is ``ff_mult * dim``.
         dropout: dropout on attention weights and in the feed-forward (default 0, as the
@@ -52,7 +52,8 @@ class CrossAttentionFusion(Fusion):
         check_probability("dropout", dropout)
         check_probability("modality_dropout", modality_dropout)
         self.modalities = modality_order(input_dims)
-        dim, heads = default_widths(input_dims, dim, heads)
+        # 256 wide whatever the encoders: at 128 the learning benchmark's sequence task fell from 0.99 to 0.84
+        dim, heads = default_widths(input_dims, dim, heads, smallest=256)
         for name, value in (("query", query), ("key", key)):
             if value is not None and value not in input_dims:
                 raise ParameterError(f"{name} = {value!r} is not an input modality (have {self.modalities})")

@@ -242,7 +242,8 @@ def grid_markdown(doc: dict[str, Any], labels: list[str], model: str = "transfor
     lines = [f"| {model}: settings | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for label, cells in rows.items():
         rec = next((r for r in doc["runs"].values() if r.get("label") == label and r["model"] == model), None)
-        name = f"lr {rec['lr']:g}, warm-up {rec['warmup_steps']}" if rec else label
+        extra = [o for o in (rec or {}).get("overrides", []) if o.startswith("fusion.")]
+        name = ", ".join([f"lr {rec['lr']:g}", f"warm-up {rec['warmup_steps']}", *extra]) if rec else label
         lines.append(f"| {name} | " + " | ".join(
             f"{statistics.mean(cells[t]):.3f}" if t in cells else "–" for t in tasks) + " |")
     return "\n".join(lines)

@@ -13,11 +13,17 @@ Features are precomputed here (no encoder is trained), so the test measures the 
 * text: one one-hot token per word of the claim (bag of words); pooled = the mean of the tokens.
 
 Run ``.venv/bin/pytest tests/test_fusion_learning.py -s`` to see the accuracy table (docs/fusions.md).
+
+The quickstart (recipes/quickstart.toml, trained end to end by the Trainer) must cross its ~0.85
+plateau (colour and shape seen, not bound to one object) for every seed: seed 0 in the default suite,
+seeds 1-4 under ``-m slow``.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +33,7 @@ from torch import nn
 import mmkit
 from mmkit._internal.interfaces import Embedding
 
-pytestmark = pytest.mark.slow
-
+ROOT = Path(__file__).resolve().parent.parent
 FUSIONS = ["concat", "attention", "cross-attention", "autoencoder", "transformer"]
 BACKGROUND = np.array([245, 245, 245])
 STEPS, LR, BATCH, DIM = 300, 1e-3, 64, 64
@@ -135,6 +140,7 @@ def train_and_evaluate(name: str, modalities: list[str], data) -> float:
     return float((logits.argmax(1) == y_val).float().mean())
 
 
+@pytest.mark.slow
 def test_every_fusion_beats_the_best_single_modality(data):
     rows = []
     single = {}
@@ -159,6 +165,7 @@ def test_every_fusion_beats_the_best_single_modality(data):
         assert acc > best_single + 0.2, f"{name}: {acc:.3f} does not beat the best single modality {best_single:.3f}"
 
 
+@pytest.mark.slow
 def test_autoencoder_learns_to_reconstruct_and_impute(data):
     train, y_train, val, y_val = data
     modalities = ["image", "text"]
@@ -198,3 +205,20 @@ def test_autoencoder_learns_to_reconstruct_and_impute(data):
             mse_mean = float((train[target][0].mean(0) - truth).pow(2).mean())
             print(f"impute {target} from the other modality: MSE {mse_impute:.5f} vs train mean {mse_mean:.5f}")
             assert mse_impute < 0.98 * mse_mean, f"imputing {target} is no better than its mean"
+
+
+@pytest.mark.parametrize("seed", [0, *(pytest.param(s, marks=pytest.mark.slow) for s in (1, 2, 3, 4))])
+def test_quickstart_crosses_its_plateau(seed: int, tmp_path: Path) -> None:
+    from mmkit.recipe import load_recipe
+    from mmkit.trainer import train
+
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.toml",
+                         [f"run.seed={seed}", f"run.output_dir='{tmp_path.as_posix()}'"])
+    start = time.perf_counter()
+    result = train(recipe, quiet=True)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    acc = summary["final"]["val"]["accuracy"]
+    print(f"\nquickstart seed {seed}: final val accuracy {acc:.3f} in {time.perf_counter() - start:.0f} s")
+    # the plateau is ~0.85; measured with lr 3e-4 (the default): seeds 0-4 reached 1.000, 0.996, 1.000,
+    # 0.948 (still rising) and 0.998; with the former lr 1e-3 seed 1 stayed at 0.856
+    assert acc >= 0.9, f"seed {seed} stayed at the plateau: val accuracy {acc:.3f}"

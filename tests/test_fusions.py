@@ -77,7 +77,15 @@ def test_every_parameter_is_typed_defaulted_and_documented(name):
 def test_transformer_parameters_and_defaults():
     info = mmkit.describe("fusion", "transformer")
     defaults = {p.name: p.default for p in info.params}
-    assert defaults == {"dim": 256, "layers": 2, "heads": 4, "dropout": 0.1, "ff_mult": 4, "modality_dropout": 0.0}
+    assert defaults == {"dim": None, "layers": 2, "heads": None, "dropout": 0.0, "ff_mult": 4, "modality_dropout": 0.0,
+                        "pooling": "cls"}
+    context = {"input_dims": {"image": 512, "text": 16}, "token_inputs": {"image": True, "text": True}}
+    # dim follows the widest encoder within [128, 256]; heads of 32 channels
+    wide = mmkit.create("fusion", "transformer", context=context)
+    assert (wide.dim, wide.layers[0].self_attn.num_heads) == (256, 8)
+    context["input_dims"] = {"image": 40, "text": 16}
+    assert mmkit.create("fusion", "transformer", context=context).dim == 128
+    assert mmkit.create("fusion", "transformer", context=context, dim=96).layers[0].self_attn.num_heads == 3
 
 
 @pytest.mark.parametrize("name,params,match", [

@@ -73,7 +73,10 @@ class Schedule:
 
     @classmethod
     def from_recipe(cls, train: Mapping[str, Any], total: int) -> Schedule:
-        warmup = min(100, total // 10) if train["warmup_steps"] == "auto" else int(train["warmup_steps"])
+        # auto: 100 steps, or a quarter of a shorter run. On the learning benchmark (transformer fusion,
+        # 400 steps, seed 0) 100 steps beat the former min(100, 10%) = 40: tabular 0.936 vs 0.914,
+        # counting 0.664 vs 0.634, sequence 0.996 vs 0.990; lr 1e-3 was worse on two of the three.
+        warmup = min(100, total // 4) if train["warmup_steps"] == "auto" else int(train["warmup_steps"])
         return cls(total, warmup, train["schedule"])
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:

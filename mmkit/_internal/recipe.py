@@ -55,7 +55,7 @@ TRAIN_PARAMS = [
     ParamInfo("optimizer", "Literal['adamw', 'sgd']", "adamw", "optimizer"),
     ParamInfo("momentum", "float", 0.9, "SGD momentum"),
     ParamInfo("schedule", "Literal['cosine', 'linear', 'constant']", "cosine", "decay after warm-up"),
-    ParamInfo("warmup_steps", "int | Literal['auto']", "auto", "linear warm-up steps; auto = min(100, 10% of steps)"),
+    ParamInfo("warmup_steps", "int | Literal['auto']", "auto", "linear warm-up steps; auto = min(100, 25% of steps)"),
     ParamInfo("grad_accum", "int", 1, "micro-batches per optimizer step"),
     ParamInfo("grad_clip", "float", 1.0, "max global gradient norm; 0 = off"),
     ParamInfo("precision", "Literal['auto', 'fp32', 'bf16', 'fp16']", "auto",

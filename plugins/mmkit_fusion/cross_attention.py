@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmkit import Embedding, Fused, Fusion, ParameterError
 from mmkit_fusion.common import (FeedForward, Projection, batch_info, check_positive, check_probability,
+                                 default_widths,
                                  masked_mean, modality_dropout, modality_order, token_view)
 
 
@@ -31,10 +32,12 @@ class CrossAttentionFusion(Fusion):
         key: the modality attended to; default all the other modalities (their tokens concatenated),
             which for two modalities is the second one in sorted order. With a single modality the
             query attends to itself. An explicit ``key`` leaves any third modality unused.
-        dim: width of the tokens and of the fused output.
-        heads: attention heads (must divide ``dim``).
+        dim: width of the tokens and of the fused output; unset: 256 (narrower learned markedly
+            slower on the learning benchmark's sequence task: 0.84 vs 0.99 at 128).
+        heads: attention heads (must divide ``dim``); unset: heads of 32 channels.
         ff_mult: the feed-forward hidden width is ``ff_mult * dim``.
-        dropout: dropout on attention weights and in the feed-forward.
+        dropout: dropout on attention weights and in the feed-forward (default 0, as the
+            ``transformer`` fusion: it slows learning in short runs).
         modality_dropout: training only: probability of dropping each present modality of each
             sample (never a sample's last one).
     """
@@ -42,16 +45,15 @@ class CrossAttentionFusion(Fusion):
     has_tokens = True
 
     def __init__(self, input_dims: dict[str, int], token_inputs: dict[str, bool] | None = None,
-                 query: str | None = None, key: str | None = None, dim: int = 256, heads: int = 4,
-                 ff_mult: int = 4, dropout: float = 0.1, modality_dropout: float = 0.0) -> None:
+                 query: str | None = None, key: str | None = None, dim: int | None = None, heads: int | None = None,
+                 ff_mult: int = 4, dropout: float = 0.0, modality_dropout: float = 0.0) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("heads", heads), ("ff_mult", ff_mult)):
-            check_positive(name, value)
+        check_positive("ff_mult", ff_mult)
         check_probability("dropout", dropout)
         check_probability("modality_dropout", modality_dropout)
-        if dim % heads:
-            raise ParameterError(f"heads ({heads}) must divide dim ({dim})")
         self.modalities = modality_order(input_dims)
+        # 256 wide whatever the encoders: at 128 the learning benchmark's sequence task fell from 0.99 to 0.84
+        dim, heads = default_widths(input_dims, dim, heads, smallest=256)
         for name, value in (("query", query), ("key", key)):
             if value is not None and value not in input_dims:
                 raise ParameterError(f"{name} = {value!r} is not an input modality (have {self.modalities})")

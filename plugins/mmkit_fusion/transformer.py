@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Literal, Mapping
 
 import torch
 from torch import nn
 
 from mmkit import Embedding, Fused, Fusion, ParameterError
-from mmkit_fusion.common import (Projection, batch_info, check_positive, check_probability, modality_dropout,
+from mmkit_fusion.common import (Projection, batch_info, check_positive, check_probability,
+                                 default_widths, masked_mean, modality_dropout,
                                  modality_order, token_view)
 
 
@@ -23,28 +24,35 @@ class TransformerFusion(Fusion):
     CLS vector; ``tokens`` = all tokens, CLS first, with ``mask`` (padded positions are zero).
 
     Args:
-        dim: model width (tokens and fused output).
+        dim: model width (tokens and fused output); unset: the widest encoder's width rounded up to a
+            multiple of 32, within [128, 256].
         layers: number of transformer encoder layers.
-        heads: attention heads per layer (must divide ``dim``).
-        dropout: dropout in attention and feed-forward sublayers.
+        heads: attention heads per layer (must divide ``dim``); unset: heads of 32 channels.
+        dropout: dropout in attention and feed-forward sublayers (default 0: at 0.1 the learning
+            benchmark's tabular task reached 0.77 instead of 0.91 in 400 steps; raise it for long runs
+            on small data).
         ff_mult: each layer's feed-forward hidden width is ``ff_mult * dim``.
         modality_dropout: training only: probability of dropping each present modality of each
             sample (never a sample's last one); dropped modalities' tokens are masked.
+        pooling: the fused vector: ``cls`` (the CLS token's final state) or ``mean`` (the masked mean
+            of all other tokens' final states; the CLS token still takes part in attention).
     """
 
     has_tokens = True
 
-    def __init__(self, input_dims: dict[str, int], token_inputs: dict[str, bool] | None = None, dim: int = 256,
-                 layers: int = 2, heads: int = 4, dropout: float = 0.1, ff_mult: int = 4,
-                 modality_dropout: float = 0.0) -> None:
+    def __init__(self, input_dims: dict[str, int], token_inputs: dict[str, bool] | None = None, dim: int | None = None,
+                 layers: int = 2, heads: int | None = None, dropout: float = 0.0, ff_mult: int = 4,
+                 modality_dropout: float = 0.0, pooling: Literal["cls", "mean"] = "cls") -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("layers", layers), ("heads", heads), ("ff_mult", ff_mult)):
+        for name, value in (("layers", layers), ("ff_mult", ff_mult)):
             check_positive(name, value)
         check_probability("dropout", dropout)
         check_probability("modality_dropout", modality_dropout)
-        if dim % heads:
-            raise ParameterError(f"heads ({heads}) must divide dim ({dim})")
+        if pooling not in ("cls", "mean"):
+            raise ParameterError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.pooling = pooling
         self.modalities = modality_order(input_dims)
+        dim, heads = default_widths(input_dims, dim, heads)
         self.dim = dim
         self.modality_dropout = modality_dropout
         self.proj = nn.ModuleDict({m: Projection(input_dims[m], dim) for m in self.modalities})
@@ -78,4 +86,5 @@ class TransformerFusion(Fusion):
             x = torch.where(mask[..., None], x, torch.zeros_like(x))
         x = self.norm(x)
         tokens = torch.where(mask[..., None], x, torch.zeros_like(x))
-        return Fused(pooled=x[:, 0], tokens=tokens, mask=mask, inputs=dict(embeddings))
+        pooled = x[:, 0] if self.pooling == "cls" else masked_mean(tokens[:, 1:], mask[:, 1:])
+        return Fused(pooled=pooled, tokens=tokens, mask=mask, inputs=dict(embeddings))

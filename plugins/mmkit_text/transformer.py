@@ -7,7 +7,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmkit import Embedding, Encoder, ParameterError, make_tokenizer, tokenizer_from_state
+from mmkit import Embedding, Encoder, ParameterError, WordTokenizer, make_tokenizer, tokenizer_from_state
 
 
 class TextTransformerEncoder(Encoder):
@@ -21,7 +21,8 @@ class TextTransformerEncoder(Encoder):
     Args:
         tokenizer: ``word`` (vocabulary of the most frequent training words) or ``wordpiece`` (the
             bundled all-MiniLM-L6-v2 vocabulary, no fitting needed).
-        max_vocab: size of the word vocabulary including 4 special tokens (``word`` only).
+        max_vocab: largest word vocabulary including 4 special tokens (``word`` only); the embedding
+            table has one row per word ``fit`` found, up to this many.
         dim: width of the token states and of the pooled vector.
         layers: number of Transformer layers.
         heads: attention heads per layer (must divide ``dim``).
@@ -45,15 +46,8 @@ class TextTransformerEncoder(Encoder):
         self.tokenizer = make_tokenizer(tokenizer, max_vocab)
         self.dim = dim
         self.max_length = max_length
-        self.embed = nn.Embedding(self.tokenizer.vocab_size, dim, padding_idx=self.tokenizer.pad_id)
+        self.embed = self._embedding()
         self.pos = nn.Parameter(torch.randn(max_length, dim) * 0.02)
-        # Word embeddings N(0, 1) (PyTorch's default), positions N(0, 0.02): a token's identity must
-        # dominate its position. With both at 0.02 the shapes claim task stalls at the 0.85 plateau
-        # (colour and shape present, not bound to one object); with N(0, 1) it reaches 0.99 in the
-        # same 500 steps (measured on the quickstart recipe).
-        nn.init.normal_(self.embed.weight, std=1.0)
-        with torch.no_grad():
-            self.embed.weight[self.tokenizer.pad_id].zero_()
         self.drop = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, activation="gelu", batch_first=True,
                                            norm_first=True)
@@ -61,10 +55,30 @@ class TextTransformerEncoder(Encoder):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
 
+    def _rows(self) -> int:
+        """Embedding rows: the fitted word vocabulary (4 specials + the words ``fit`` kept), never more
+        than ``max_vocab``; the full id space for ``wordpiece``."""
+        tok = self.tokenizer
+        return len(tok.itos) if isinstance(tok, WordTokenizer) else tok.vocab_size
+
+    def _embedding(self) -> nn.Embedding:
+        embed = nn.Embedding(self._rows(), self.dim, padding_idx=self.tokenizer.pad_id)
+        # Word embeddings N(0, 1) (PyTorch's default), positions N(0, 0.02): a token's identity must
+        # dominate its position. With both at 0.02 the shapes claim task stalls at the 0.85 plateau
+        # (colour and shape present, not bound to one object); with N(0, 1) it reaches 0.99 in the
+        # same 500 steps (measured on the quickstart recipe).
+        nn.init.normal_(embed.weight, std=1.0)
+        with torch.no_grad():
+            embed.weight[self.tokenizer.pad_id].zero_()
+        return embed.to(self.pos.device) if hasattr(self, "pos") else embed
+
     # ------------------------------------------------------------------ fitting
     def fit(self, values: Sequence[Any]) -> None:
-        """Build the word vocabulary from the training texts (no-op for ``wordpiece``)."""
+        """Build the word vocabulary from the training texts and size the embedding table to it
+        (a 30-word task gets 34 rows, not ``max_vocab``; no-op for ``wordpiece``)."""
         self.tokenizer.fit(str(v) for v in values)
+        if self._rows() != self.embed.num_embeddings:
+            self.embed = self._embedding()
 
     def get_fit_state(self) -> dict[str, Any]:
         return {"tokenizer": self.tokenizer.get_state()}
@@ -72,6 +86,8 @@ class TextTransformerEncoder(Encoder):
     def set_fit_state(self, state: Mapping[str, Any]) -> None:
         if "tokenizer" in state:
             self.tokenizer = tokenizer_from_state(dict(state["tokenizer"]))
+            if self._rows() != self.embed.num_embeddings:
+                self.embed = self._embedding()
 
     # ------------------------------------------------------------------ worker side
     def preprocess(self, raw: Any, train: bool = False) -> list[int]:

@@ -5,7 +5,7 @@ and a tabular task, each with a text claim; no modality decides alone) x every b
 seeds. Each run trains fusion + a linear classifier on precomputed encoder-like features with what
 a recipe that sets nothing gets: the fusion's default parameters, and the optimizer, lr, weight decay,
 warm-up, schedule, batch size and gradient clipping of ``[train]``'s defaults (the same
-``mmkit.optim`` code the Trainer runs). Reported per task x fusion: final and best validation accuracy
+``mmkit._internal.optim`` code the Trainer runs). Reported per task x fusion: final and best validation accuracy
 (mean ± std over seeds), steps to reach 90% of the best fusion's final accuracy, training samples/s.
 Also a single-modality ablation (``concat`` and ``transformer`` on each modality alone, seed 0) and a
 hand-written PyTorch reference (a token-level Transformer with hand-picked AdamW 3e-4, 100-step warm-up
@@ -43,13 +43,13 @@ START, END = "<!-- learning-benchmark:start -->", "<!-- learning-benchmark:end -
 
 def train_defaults() -> dict[str, Any]:
     """``[train]`` as a recipe that sets nothing gets it."""
-    from mmkit.recipe import TRAIN_PARAMS
+    from mmkit._internal.recipe import TRAIN_PARAMS
 
     return {p.name: p.default for p in TRAIN_PARAMS}
 
 
 class _Recipe:
-    """The two attributes of a Recipe that mmkit.optim reads."""
+    """The two attributes of a Recipe that mmkit._internal.optim reads."""
 
     def __init__(self, train: dict[str, Any]) -> None:
         self.train, self.encoders, self.source = train, {}, "<learning benchmark>"
@@ -99,7 +99,7 @@ def evaluate(model, feats: dict, labels, modalities: list[str]) -> float:
 
 def optimizer_for(model, model_name: str, steps: int, overrides: dict[str, Any] | None = None):
     """mmkit's default optimizer and schedule; the reference gets its hand-picked ones."""
-    from mmkit.optim import Schedule, make_optimizer, param_groups
+    from mmkit._internal.optim import Schedule, make_optimizer, param_groups
 
     train = train_defaults()
     if model_name == "reference":
@@ -157,7 +157,7 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def save(path: Path, doc: dict[str, Any]) -> None:
-    from mmkit.safeio import write_json_atomic
+    from mmkit._internal.safeio import write_json_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, doc)
@@ -298,7 +298,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, int, list[str] | None
 
 def overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``--set`` values, parsed as TOML: ``(train overrides, fusion parameters)``."""
-    from mmkit.safeio import loads_toml
+    from mmkit._internal.safeio import loads_toml
 
     train: dict[str, Any] = {}
     fusion: dict[str, Any] = {}

@@ -209,8 +209,8 @@ def test_autoencoder_learns_to_reconstruct_and_impute(data):
 
 @pytest.mark.parametrize("seed", [0, *(pytest.param(s, marks=pytest.mark.slow) for s in (1, 2, 3, 4))])
 def test_quickstart_crosses_its_plateau(seed: int, tmp_path: Path) -> None:
-    from mmkit.recipe import load_recipe
-    from mmkit.trainer import train
+    from mmkit._internal.recipe import load_recipe
+    from mmkit._internal.trainer import train
 
     recipe = load_recipe(ROOT / "recipes" / "quickstart.toml",
                          [f"run.seed={seed}", f"run.output_dir='{tmp_path.as_posix()}'"])

@@ -278,7 +278,7 @@ def test_models_lists_registered_with_metrics(tmp_path: Path, reg: Path) -> None
 
 def test_listing_and_registering_import_no_torch(tmp_path: Path, reg: Path) -> None:
     run = make_run(tmp_path)
-    code = ("import sys; from mmkit import models; models.register(sys.argv[1], 'x', registry=sys.argv[2]); "
+    code = ("import sys; from mmkit._internal import models; models.register(sys.argv[1], 'x', registry=sys.argv[2]); "
             "models.list_models(sys.argv[2]); models.show('x', sys.argv[2]); "
             "heavy = [m for m in ('torch', 'timm', 'transformers') if m in sys.modules]; "
             "assert not heavy, heavy")

@@ -16,6 +16,7 @@ from torch import nn
 from mmkit._internal.errors import MmkitError
 from mmkit._internal.rundir import STATE, TRAINING_STATE, WEIGHTS, checkpoint_complete
 from mmkit._internal.rundir import find_checkpoint as _find
+from mmkit._internal.safeio import fsync_dir
 
 __all__ = ["STATE", "TRAINING_STATE", "WEIGHTS", "CheckpointError", "find_checkpoint", "load_weights", "make_tmp",
            "read_state", "read_training_state", "save_checkpoint", "save_weights"]
@@ -23,19 +24,6 @@ __all__ = ["STATE", "TRAINING_STATE", "WEIGHTS", "CheckpointError", "find_checkp
 
 class CheckpointError(MmkitError):
     """A checkpoint cannot be written or read."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -96,12 +84,12 @@ def save_checkpoint(folder: Path, name: str, model: nn.Module, state: dict[str, 
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():
             old = folder / f".old-{name}-{uuid.uuid4().hex[:8]}"
             os.rename(final, old)
         os.rename(tmp, final)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException as exc:  # a full disk, or Ctrl-C in the middle of a save

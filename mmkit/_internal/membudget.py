@@ -12,7 +12,6 @@ allocation that would take the running total past the memory available.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,33 +20,10 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from mmkit._internal.errors import ParameterError
+from mmkit._internal.sysmem import available_bytes
 
 _FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.randint,
               torch.empty_strided}
-
-
-def available_bytes() -> int:
-    """Memory this process may still use: MemAvailable, or the cgroup's limit when that is lower."""
-    found = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            with open(path, encoding="ascii") as fh:
-                text = fh.read().strip()
-            if text.isdigit():
-                found.append(int(text))
-        except OSError:
-            continue
-    if not found:
-        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-        found.append(pages * size)
-    return min(found)
 
 
 def _requested(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:

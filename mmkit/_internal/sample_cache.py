@@ -32,44 +32,17 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from mmkit._internal.data import Field, MultimodalDataset, load_field
+from mmkit._internal.sysmem import CGROUP, MEMINFO, available_bytes
 
 MODES = ("auto", "memory", "disk", "off")
 #: fraction of the available memory the ``auto`` budget may take (divided among the local ranks)
 MEMORY_FRACTION = 0.5
 
 
-def _meminfo_available(path: Path = Path("/proc/meminfo")) -> int | None:
-    try:
-        for line in path.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _cgroup_headroom(root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """Bytes left under a cgroup v2/v1 memory limit, or None when there is no limit."""
-    for limit_name, usage_name in (("memory.max", "memory.current"),
-                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
-        try:
-            limit_text = (root / limit_name).read_text().strip()
-            if limit_text == "max":
-                return None
-            limit, usage = int(limit_text), int((root / usage_name).read_text().strip())
-        except (OSError, ValueError):
-            continue
-        return None if limit >= 2**60 else max(0, limit - usage)
-    return None
-
-
-def memory_budget(local_world: int = 1, *, meminfo: Path = Path("/proc/meminfo"),
-                  cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+def memory_budget(local_world: int = 1, *, meminfo: Path = MEMINFO, cgroup: Path = CGROUP) -> int:
     """The ``auto`` budget in bytes: ``MEMORY_FRACTION`` of the memory available to the process (the
     smaller of the kernel's MemAvailable and the cgroup limit's headroom), divided among the local ranks."""
-    found = [v for v in (_meminfo_available(meminfo), _cgroup_headroom(cgroup)) if v is not None]
-    available = min(found) if found else 0
-    return int(available * MEMORY_FRACTION) // max(1, local_world)
+    return int(available_bytes(meminfo, cgroup) * MEMORY_FRACTION) // max(1, local_world)
 
 
 @dataclass

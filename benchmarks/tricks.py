@@ -47,7 +47,8 @@ class Bench:
         g = torch.Generator().manual_seed(0)
         bs = args.batch_size
         self.x = torch.randn(bs, 3, args.image_size, args.image_size, generator=g)
-        self.ids = torch.randint(1, 50, (bs, 6), generator=g)
+        vocab = self.model().encoders["text"].embed.num_embeddings  # the table is sized to the fitted words
+        self.ids = torch.randint(1, vocab, (bs, 6), generator=g)
         self.mask = torch.ones(bs, 6, dtype=torch.bool)
         self.y = torch.randint(0, 2, (bs,), generator=g)
         self.compile_seconds: list[float] = []

@@ -162,3 +162,41 @@ def write_result(name: str, args: argparse.Namespace, result: dict[str, Any], ma
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def pretensor_texts(text_encoder: Any, texts: Sequence[Any]) -> tuple[Any, Any]:
+    """What a hand-written baseline does once: tokenize every text with the encoder's own tokenizer
+    and pad to one ``[N, L]`` id tensor and its bool mask (an empty text becomes ``[unk]``)."""
+    import torch
+
+    tok, max_len = text_encoder.tokenizer, text_encoder.max_length
+    seqs = [tok.encode(str(text), max_len=max_len) or [tok.unk_id] for text in texts]
+    length = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), length), tok.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), length), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = True
+    return ids, mask
+
+
+def hand_optimizer(model: Any, train: Mapping[str, Any], total: int) -> tuple[Any, Any]:
+    """The baselines' optimizer and schedule, written as a user would: torch's default AdamW with no
+    decay on norms/biases, and ``min(100, total // 10)`` warm-up steps then a cosine to 0."""
+    import math
+
+    import torch
+
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim > 1 and not n.endswith(".bias")]
+    rest = [p for n, p in params if p.ndim <= 1 or n.endswith(".bias")]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": train["weight_decay"]},
+                             {"params": rest, "weight_decay": 0.0}], lr=train["lr"])
+    warmup = min(100, total // 10)
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)

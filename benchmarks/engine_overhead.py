@@ -24,7 +24,6 @@ The headline ratio is mmkit / torch_pretensor (target >= 0.97).
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -78,15 +77,7 @@ class Baselines:
         t0 = time.perf_counter()
         images = [np.asarray(r["image"].convert("RGB")) for r in self.rows]
         self.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # uint8 [N,3,H,W]
-        tok = model.encoders["text"].tokenizer
-        max_len = model.encoders["text"].max_length
-        seqs = [tok.encode(str(r["claim"]), max_len=max_len) or [tok.unk_id] for r in self.rows]
-        length = max(len(s) for s in seqs)
-        self.ids = torch.full((len(seqs), length), tok.pad_id, dtype=torch.long)
-        self.mask = torch.zeros((len(seqs), length), dtype=torch.bool)
-        for i, s in enumerate(seqs):
-            self.ids[i, : len(s)] = torch.tensor(s)
-            self.mask[i, : len(s)] = True
+        self.ids, self.mask = C.pretensor_texts(model.encoders["text"], [r["claim"] for r in self.rows])
         self.labels = torch.tensor([model.head.label_index(r["label"]) for r in self.rows])
         if self.device.type == "cuda":
             self.images, self.ids, self.mask, self.labels = (t.to(self.device) for t in
@@ -105,22 +96,7 @@ class Baselines:
         return model.to(self.device).train()
 
     def optimizer(self, model: Any) -> tuple[Any, Any]:
-        import torch
-
-        decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1 and not n.endswith(".bias")]
-        no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim <= 1 or n.endswith(".bias"))]
-        t = self.recipe.train
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=t["lr"])
-        total = self.args.steps
-        warmup = min(100, total // 10)
-
-        def factor(step: int) -> float:
-            if warmup and step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return C.hand_optimizer(model, self.recipe.train, self.args.steps)
 
     def _step(self, model: Any, opt: Any, sched: Any, x: Any, ids: Any, mask: Any, y: Any) -> Any:
         import torch

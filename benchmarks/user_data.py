@@ -105,14 +105,7 @@ class Hand:
         t0 = time.perf_counter()
         arrays = [np.asarray(Image.open(base / r["image"]).convert("RGB")) for r in self.rows]
         self.images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-        tok, max_len = model.encoders["text"].tokenizer, model.encoders["text"].max_length
-        seqs = [tok.encode(str(r["text"]), max_len=max_len) or [tok.unk_id] for r in self.rows]
-        length = max(len(s) for s in seqs)
-        self.ids = torch.full((len(seqs), length), tok.pad_id, dtype=torch.long)
-        self.mask = torch.zeros((len(seqs), length), dtype=torch.bool)
-        for i, s in enumerate(seqs):
-            self.ids[i, : len(s)] = torch.tensor(s)
-            self.mask[i, : len(s)] = True
+        self.ids, self.mask = C.pretensor_texts(model.encoders["text"], [r["text"] for r in self.rows])
         self.labels = torch.tensor([model.head.label_index(r["label"]) for r in self.rows])
         self.convert_seconds = time.perf_counter() - t0
         enc = model.encoders["image"]
@@ -132,19 +125,10 @@ class Hand:
 
         torch.set_num_threads(self.threads)
         model = self.fresh_model()
-        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        decay = [p for n, p in params if p.ndim > 1 and not n.endswith(".bias")]
-        rest = [p for n, p in params if p.ndim <= 1 or n.endswith(".bias")]
         t = self.recipe.train
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]},
-                                 {"params": rest, "weight_decay": 0.0}], lr=t["lr"])
         bs, n = self.args.batch_size, len(self.rows)
         per_epoch = math.ceil(n / bs)
-        total = per_epoch * self.args.epochs
-        warmup = min(100, total // 10)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warmup if warmup and s < warmup else
-                                                  0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) /
-                                                                                   max(1, total - warmup)))))
+        opt, sched = C.hand_optimizer(model, t, per_epoch * self.args.epochs)
         times, step = [], 0
         running = torch.zeros(())
         for epoch in range(self.args.epochs):

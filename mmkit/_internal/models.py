@@ -47,6 +47,7 @@ import tomllib
 from mmkit._internal.errors import MmkitError
 from mmkit._internal.rundir import BEST, CHECKPOINTS, LAST, RECIPE, STATE, WEIGHTS, RunDir, checkpoint_name
 from mmkit._internal.safeio import (
+    sha256_file,
     MAX_JSON_BYTES,
     dumps_json,
     fsync_dir,
@@ -103,14 +104,6 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     if not version.isdigit() or int(version) < 1:
         raise MmkitError(f"invalid model version in {ref!r}: expected NAME@N (N = 1, 2, ...) or NAME@latest")
     return name, int(version)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _now() -> str:

@@ -23,6 +23,7 @@ import tomllib
 
 from mmkit._internal.errors import RecipeError
 from mmkit._internal.rundir import RunDir
+from mmkit._internal.safeio import sha256_file
 
 #: keys a resume may change: how long to train, how often to evaluate/save/log, what is logged, when
 #: to stop early. Everything else (lr, optimizer, seed, data, model, precision...) changes what the
@@ -119,11 +120,7 @@ def global_batch_change(old: Mapping[str, Any], new: Mapping[str, Any], old_worl
 
 # ------------------------------------------------------------------------------------- data manifests
 def _file_digest(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return path.stat().st_size, h.hexdigest()
+    return path.stat().st_size, sha256_file(path)
 
 
 def manifest_fingerprints(data: Mapping[str, Any], base_dir: Path) -> dict[str, dict[str, Any]]:

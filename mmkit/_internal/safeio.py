@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import hashlib
 import os
 import re
 import uuid
@@ -299,6 +300,15 @@ def write_json_atomic(path: str | Path, data: Any, *, indent: int | None = 2) ->
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_file(path) as fh:
         fh.write(text)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of a file, read in chunks (registry checksums, resume fingerprints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fsync_dir(folder: str | Path) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, loadavg, machine, say  # noqa: E402
-from learning_tasks import TASKS, make_task  # noqa: E402
+from learning_tasks import STEPS, TASKS, make_task  # noqa: E402
 
 FUSIONS = ["concat", "attention", "cross-attention", "autoencoder", "transformer"]
 REFERENCE_TASKS = ("binding", "relation")
@@ -191,20 +191,25 @@ def _steps_to(curves: list[list[list[float]]], target: float) -> str:
     return "never" if math.isinf(mean) else f"{mean:.0f}"
 
 
-def _groups(runs: dict[str, Any], label: str, steps: int) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+def budget(task: str, steps: int | None) -> int:
+    """Optimizer steps of a run: ``--steps`` if given, else the task's own budget (learning_tasks.STEPS)."""
+    return steps or STEPS[task]
+
+
+def _groups(runs: dict[str, Any], label: str, steps: int | None) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for rec in runs.values():
-        if rec.get("label", "current") == label and rec["steps"] == steps:
+        if rec.get("label", "current") == label and rec["steps"] == budget(rec["task"], steps):
             groups.setdefault((rec["task"], rec["model"], "+".join(rec["modalities"])), []).append(rec)
     return groups
 
 
-def markdown(doc: dict[str, Any], label: str = "current", steps: int = 400) -> str:
+def markdown(doc: dict[str, Any], label: str = "current", steps: int | None = None) -> str:
     """The table block of docs/fusions.md: one row per task x model (x modality subset)."""
     groups = _groups(doc["runs"], label, steps)
     tasks = [t for t in TASKS if any(g[0] == t for g in groups)]
-    lines = ["| task | model | inputs | seeds | final acc | best acc | steps to 90% of best | samples/s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | steps | model | inputs | seeds | final acc | best acc | steps to 90% of best | samples/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for task in tasks:
         fused = {g: rs for g, rs in groups.items() if g[0] == task}
         full = max((g[2] for g in fused), key=lambda m: m.count("+"))
@@ -214,13 +219,14 @@ def markdown(doc: dict[str, Any], label: str = "current", steps: int = 400) -> s
         for g in order:
             rs = sorted(fused[g], key=lambda r: r["seed"])
             inputs = "all" if g[2] == full else f"{g[2]} only"
-            lines.append(f"| {task} | {g[1]} | {inputs} | {len(rs)} | {_mean_std([r['final'] for r in rs])} | "
+            lines.append(f"| {task} | {budget(task, steps):,} | {g[1]} | {inputs} | {len(rs)} | "
+                         f"{_mean_std([r['final'] for r in rs])} | "
                          f"{_mean_std([r['best'] for r in rs])} | {_steps_to([r['curve'] for r in rs], 0.9 * best)} | "
                          f"{statistics.mean(r['samples_per_s'] for r in rs):,.0f} |")
     return "\n".join(lines)
 
 
-def compare_markdown(doc: dict[str, Any], labels: list[str], steps: int = 400) -> str:
+def compare_markdown(doc: dict[str, Any], labels: list[str], steps: int | None = None) -> str:
     """Final accuracy (mean ± std) per task x fusion for several labels (before/after a change)."""
     cells: dict[tuple[str, str], list[str]] = {}
     for label in labels:
@@ -234,7 +240,8 @@ def compare_markdown(doc: dict[str, Any], labels: list[str], steps: int = 400) -
     return "\n".join(lines)
 
 
-def grid_markdown(doc: dict[str, Any], labels: list[str], model: str = "transformer", steps: int = 400) -> str:
+def grid_markdown(doc: dict[str, Any], labels: list[str], model: str = "transformer",
+                  steps: int | None = None) -> str:
     """Final accuracy of ``model`` per task (mean over the seeds run) for each label (a settings grid)."""
     rows = {label: {task: [r["final"] for r in rs] for (task, m, mods), rs in _groups(doc["runs"], label, steps).items()
                     if m == model and "+" in mods} for label in labels}
@@ -262,7 +269,9 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default all)")
     p.add_argument("--fusions", default=",".join(FUSIONS), help="comma-separated fusions (default all built-ins)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--steps", type=int, default=400, help="optimizer steps per run (default 400)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps per run (default: the task's budget, learning_tasks.STEPS: 400, or 2,000 for "
+                        "counting and relation)")
     p.add_argument("--n-train", type=int, default=2000)
     p.add_argument("--n-val", type=int, default=500)
     p.add_argument("--no-ablation", action="store_true", help="skip the single-modality runs")
@@ -313,7 +322,7 @@ def main() -> None:
     args = arguments()
     train_set, fusion_set = overrides(args.set)
     if args.quick:
-        args.steps, args.n_train, args.n_val = min(args.steps, 20), 64, 32
+        args.steps, args.n_train, args.n_val = min(args.steps or 20, 20), 64, 32
     out = Path(args.out or RESULTS / f"learning{'-quick' if args.quick else ''}.json")
     doc = load(out)
     if not args.report_only:
@@ -323,7 +332,7 @@ def main() -> None:
         data = {}
         for task, model_name, seed, mods in plan(args):
             data.setdefault(task, make_task(task, args.n_train, args.n_val))
-            rec = run_one(task, model_name, seed, args.steps, data[task], mods, 5 if args.quick else 25,
+            rec = run_one(task, model_name, seed, budget(task, args.steps), data[task], mods, 5 if args.quick else 25,
                           fusion_set, train_set)
             rec.update(label=args.label, overrides=args.set, time=time.strftime("%Y-%m-%d %H:%M:%S"), loadavg=loadavg())
             doc = add_record(out, rec)
@@ -335,7 +344,7 @@ def main() -> None:
         if args.compare:
             block = compare_markdown(doc, args.compare.split(","), args.steps) + "\n\n" + block
         if args.grid:
-            block += "\n\n" + grid_markdown(doc, args.grid.split(","), steps=args.steps)
+            block += "\n\n" + grid_markdown(doc, args.grid.split(","), steps=args.steps or 400)  # the grid ran at 400
         write_docs(Path(args.markdown), block)
 
 

@@ -68,4 +68,4 @@ def test_learning_benchmark_quick_runs_and_merges(tmp_path: Path) -> None:
         assert rec["lr"] == 3e-4 or rec["model"] == "reference"
     text = md.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
-    assert "| tabular | transformer | all | 1 |" in text and "| binding | reference | all | 1 |" in text
+    assert "| tabular | 20 | transformer | all | 1 |" in text and "| binding | 20 | reference | all | 1 |" in text

@@ -23,6 +23,16 @@ class TransformerFusion(Fusion):
     masked; CLS never is, so no attention row is empty). Output: ``pooled`` = the final-LayerNorm
     CLS vector; ``tokens`` = all tokens, CLS first, with ``mask`` (padded positions are zero).
 
+    Two choices measured on the learning benchmark (``benchmarks/learning.py``, docs/fusions.md):
+
+    * A modality whose encoder gives no tokens (tabular, many time-series encoders) is one token, and
+      its projected vector is also added to the CLS token where present: the CLS no longer has to find
+      it through attention first (tabular task, 400 steps: 0.931 -> 0.956, cross-attention 0.972).
+    * The query and key projections start sqrt(2) larger than ``nn.MultiheadAttention``'s packed
+      Xavier init, which draws all three of q, k, v as one (3 dim x dim) matrix; this is the Xavier
+      init of a single (dim x dim) projection. Sharper initial attention: sequence task 0.975 +- 0.023
+      -> 0.993 +- 0.004, relation 0.973 -> 0.985.
+
     Args:
         dim: model width (tokens and fused output); unset: the widest encoder's width rounded up to a
             multiple of 32, within [128, 256].
@@ -64,19 +74,28 @@ class TransformerFusion(Fusion):
             nn.TransformerEncoderLayer(dim, heads, dim_feedforward=ff_mult * dim, dropout=dropout,
                                        activation="gelu", batch_first=True, norm_first=True)
             for _ in range(layers))
+        for layer in self.layers:
+            with torch.no_grad():  # q and k rows of the packed in-projection: Xavier of a (dim x dim) matrix
+                layer.self_attn.in_proj_weight[: 2 * dim].mul_(2 ** 0.5)
+        self.pooled_only = [m for m in self.modalities if token_inputs is not None and not token_inputs.get(m, True)]
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, embeddings: Mapping[str, Embedding]) -> Fused:
         batch, device, dtype = batch_info(embeddings, self.modalities)
         embs = modality_dropout(embeddings, self.modalities, self.modality_dropout, self.training)
-        toks = [self.cls.to(dtype).expand(batch, 1, -1)]
-        masks = [torch.ones(batch, 1, dtype=torch.bool, device=device)]
+        cls = self.cls.to(dtype).expand(batch, -1)
+        toks, masks = [], []
         for i, m in enumerate(self.modalities):
             if m not in embs:
                 continue
             t, mask = token_view(embs[m])
-            toks.append(self.proj[m](t) + self.type_embed[i].to(t.dtype))
+            projected = self.proj[m](t) + self.type_embed[i].to(t.dtype)
+            if m in self.pooled_only and t.shape[1] == 1:  # its one token, also in the CLS where present
+                cls = cls + torch.where(mask, projected[:, 0], torch.zeros_like(projected[:, 0]))
+            toks.append(projected)
             masks.append(mask)
+        toks.insert(0, cls[:, None])
+        masks.insert(0, torch.ones(batch, 1, dtype=torch.bool, device=device))
         x, mask = torch.cat(toks, dim=1), torch.cat(masks, dim=1)
         padding = ~mask
         for layer in self.layers:

@@ -281,3 +281,33 @@ def test_bundled_minilm_as_plain_bert_matches_the_sentence_transformer_and_fine_
     assert len(losses) == 12
     assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, losses
     assert result.summary["final"]["val"]["accuracy"] > 0.5  # 4 colours: chance is 0.25
+
+
+def test_lr_mult_auto_fine_tunes_a_pretrained_encoder_at_1e_5(folders, tmp_path, write_tiny_recipe):
+    """``lr_mult`` unset (auto): an encoder that loaded weights trains at 1e-5, the rest at train.lr; an
+    explicit ``lr_mult`` wins; ``mmkit check`` says so."""
+    from click.testing import CliRunner
+
+    from mmkit._internal.assembly import assemble
+    from mmkit._internal.cli import cli
+    from mmkit._internal.optim import param_groups
+    from mmkit._internal.recipe import load_recipe
+    from mmkit._internal.registry import get_registry
+
+    text = f'model.encoders.text={{ type = "hf-text", path = "{folders["bert"].as_posix()}", max_length = 16 }}'
+
+    def lrs(*overrides: str) -> dict[str, float]:
+        recipe = load_recipe(write_tiny_recipe(tmp_path / "r.toml", text, "train.lr=1e-3", *overrides))
+        model = assemble(recipe, get_registry())
+        by_param = {id(p): g["lr"] for g in param_groups(model, recipe) for p in g["params"]}
+        return {part: {by_param[id(p)] for n, p in model.named_parameters() if n.startswith(part)}
+                for part in ("encoders.text.", "encoders.image.", "fusion.")}
+
+    assert lrs() == {"encoders.text.": {1e-5}, "encoders.image.": {1e-3}, "fusion.": {1e-3}}
+    assert lrs("model.encoders.text.lr_mult=0.5")["encoders.text."] == {5e-4}
+    out = CliRunner().invoke(cli, ["check", str(tmp_path / "r.toml"), "--set", "model.encoders.text.lr_mult='auto'",
+                                    "--no-rows"])
+    assert out.exit_code == 0, out.output
+    assert "lr 1e-05 (x0.01: pretrained, lr_mult auto)" in out.output
+    with pytest.raises(Exception, match=r"model\.encoders\.text\.lr_mult: expected a finite number >= 0"):
+        lrs("model.encoders.text.lr_mult=-1.0")

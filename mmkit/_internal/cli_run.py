@@ -262,6 +262,17 @@ def check_cmd(recipe: str, overrides: tuple[str, ...], no_rows: bool) -> None:
     console.print("[green]ok[/green]: the recipe is valid and the model builds")
 
 
+def _lr_note(lr_mult: Any, encoder: Any, lr: float) -> str:
+    """`` lr 1e-05 (x0.0333, pretrained)`` where an encoder does not train at ``train.lr``."""
+    from mmkit._internal.optim import encoder_lr_mult
+
+    mult = encoder_lr_mult(lr_mult, encoder, lr)
+    if mult == 1.0:
+        return ""
+    why = "pretrained, lr_mult auto" if lr_mult == "auto" else "lr_mult"
+    return f"; lr {lr * mult:.3g} (x{mult:.3g}: {why})"
+
+
 def _model_tree(title: str, rec: Any, model: Any, plan: Any) -> Any:
     """The component tree of ``mmkit check``: encoders with their columns, fusion, head, data."""
     from rich.tree import Tree
@@ -277,7 +288,7 @@ def _model_tree(title: str, rec: Any, model: Any, plan: Any) -> Any:
         tr, fr = count_parameters(e)
         enc.add(f"{name}: {spec.type} (modality {e.modality}, dim {e.dim}{', tokens' if e.has_tokens else ''}) "
                 f"<- column {plan.field_columns[name]!r}; {tr:,} trainable, {fr:,} frozen"
-                + (" [frozen]" if spec.freeze else ""))
+                + (" [frozen]" if spec.freeze else _lr_note(spec.lr_mult, e, rec.train["lr"])))
     tr, fr = count_parameters(model.fusion)
     tree.add(f"fusion: {rec.fusion.type} (dim {model.fusion.dim}); {tr:,} parameters")
     tr, fr = count_parameters(model.head)

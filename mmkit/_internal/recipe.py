@@ -85,7 +85,9 @@ TRAIN_PARAMS = [
 ENCODER_KEYS = [
     ParamInfo("type", "str", None, "registered encoder; default: the modality's default encoder"),
     ParamInfo("freeze", "bool", False, "no gradients, eval mode, no optimizer state"),
-    ParamInfo("lr_mult", "float", 1.0, "multiplier of train.lr for this encoder (e.g. 0.1 for pretrained)"),
+    ParamInfo("lr_mult", "float | Literal['auto']", "auto",
+              "multiplier of train.lr for this encoder; auto = 1, or 1e-5 / train.lr for an encoder that loaded "
+              "pretrained weights (fine-tunes it at 1e-5; docs/models.md)"),
 ]
 PLUGINS_PARAMS = [ParamInfo("require", "list", [], "plugin distributions with version specifiers")]
 
@@ -102,7 +104,7 @@ class ComponentSpec:
     params: dict[str, Any]
     where: str
     freeze: bool = False
-    lr_mult: float = 1.0
+    lr_mult: float | str = "auto"
 
 
 @dataclass
@@ -322,6 +324,8 @@ def _component(registry: Registry, kind: str, table: Any, where: str, engine_key
 
         if not value_matches(value, p.type):
             raise RecipeError(f"{where}.{p.name}: expected {p.type}, got {type(value).__name__} {value!r}")
+        if p.name == "lr_mult" and value != "auto" and not (math.isfinite(value) and value >= 0):
+            raise RecipeError(f"{where}.lr_mult: expected a finite number >= 0 or 'auto', got {value!r}")
         setattr(spec, p.name, value)
     return spec
 
@@ -470,6 +474,7 @@ def reference_markdown() -> str:
         out.append(f"### {title}\n\n| key | type | default | meaning |\n|---|---|---|---|")
         for p in infos:
             default = "(required)" if p.required else f"`{p.default!r}`"
-            out.append(f"| `{p.name}` | `{p.type}` | {default} | {p.doc} |")
+            kind = p.type.replace("|", "\\|")  # a bare | would split the table cell
+            out.append(f"| `{p.name}` | `{kind}` | {default} | {p.doc} |")
         out.append("")
     return "\n".join(out)

@@ -80,6 +80,7 @@ class HFClipEncoder(Encoder):
             length = max_tokens(tokenizer, self.tower.config, max_length or default, "hf-clip")
             self.inputs = TextInputs(tokenizer, length, pad_to_max=pad_to_max)
         self.dim = self._width(loaded)
+        self.pretrained = True  # lr_mult auto: fine-tuned at 1e-5
 
     def _width(self, loaded: Any) -> int:
         if not isinstance(self.projection, nn.Identity):

@@ -65,6 +65,7 @@ class HFTextEncoder(Encoder):
         if not isinstance(width, int):
             raise ParameterError(f"hf-text: cannot tell the hidden size of {folder} ({loaded.model_type})")
         self.dim = int(width)
+        self.pretrained = True  # lr_mult auto: fine-tuned at 1e-5
         self.has_tokens = bool(tokens)
         self.model_type = loaded.model_type
 

@@ -69,6 +69,7 @@ class HFVisionEncoder(Encoder):
         self.pooling = self._choose_pooling(pooling, has_pooler, loaded)
         feature_dim = int(hidden.shape[1] if hidden.dim() == 4 else hidden.shape[-1])
         self.dim = int(pooler.shape[-1]) if self.pooling == "pooler" and pooler is not None else feature_dim
+        self.pretrained = True  # lr_mult auto: fine-tuned at 1e-5
         self.has_tokens = bool(tokens) and self.dim == feature_dim
 
     def _choose_pooling(self, asked: str, has_pooler: bool, loaded: Any) -> str:

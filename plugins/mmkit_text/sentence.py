@@ -64,6 +64,7 @@ class SentenceTransformerEncoder(Encoder):
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
+        self.pretrained = True  # lr_mult auto: fine-tuned at 1e-5
         first = self.steps[0]
         get_token_dim = (getattr(first, "get_embedding_dimension", None)
                          or getattr(first, "get_word_embedding_dimension", None) or (lambda: self.dim))

@@ -80,6 +80,7 @@ class TimmEncoder(Encoder):
         super().__init__()
         model = local_model_name(model)  # before timm sees the name: it would fetch hub names
         weights = local_weights(pretrained)
+        self.pretrained = weights is not None  # lr_mult auto: fine-tuned at 1e-5
         if image_size is not None and image_size < 1:
             raise ParameterError(f"timm encoder: image_size must be positive, got {image_size}")
         augment_name, auto_augment = canonical_augment(augment)

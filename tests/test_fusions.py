@@ -383,6 +383,37 @@ def test_transformer_sample_with_only_one_modality_matches_it_alone():
     torch.testing.assert_close(full, alone, atol=1e-5, rtol=1e-4)
 
 
+def test_transformer_pooled_only_modality_reaches_the_cls_without_attention():
+    """A modality without tokens is added to the CLS token where present: with every attention and
+    feed-forward branch silenced the CLS still carries the tabular vector, and only where it is present."""
+    fusion = build("transformer", DIMS).eval()
+    assert fusion.pooled_only == ["tabular"]
+    with torch.no_grad():
+        for layer in fusion.layers:
+            for lin in (layer.self_attn.out_proj, layer.linear2):
+                lin.weight.zero_(), lin.bias.zero_()
+    embs = embeddings(batch=6)
+    changed = dict(embs, tabular=Embedding(embs["tabular"].pooled + 1.0, embs["tabular"].present))
+    with torch.no_grad():
+        a, b = fusion(embs).pooled, fusion(changed).pooled
+    present = embs["tabular"].present
+    assert present.any() and (~present).any()
+    assert (a[present] - b[present]).abs().amax(dim=1).gt(1e-3).all()
+    torch.testing.assert_close(a[~present], b[~present])
+    # a fusion built without token information (token_inputs unknown) adds nothing to the CLS
+    assert mmkit.create("fusion", "transformer", context={"input_dims": DIMS}, dim=32, heads=4).pooled_only == []
+
+
+def test_transformer_query_and_key_start_at_single_matrix_xavier_scale():
+    """q and k rows of the packed in-projection are sqrt(2) wider than v's (PyTorch's packed init)."""
+    torch.manual_seed(0)
+    fusion = build("transformer", DIMS, dim=128, heads=4)
+    for layer in fusion.layers:
+        w = layer.self_attn.in_proj_weight.detach()
+        q, k, v = w[:128].std(), w[128:256].std(), w[256:].std()
+        assert abs(q / v - 2 ** 0.5) < 0.05 and abs(k / v - 2 ** 0.5) < 0.05
+
+
 def test_cross_attention_explicit_query_and_key_and_fallbacks():
     fusion = build("cross-attention", {"image": 12, "text": 8}, query="text", key="image").eval()
     assert fusion.query == "text" and fusion.keys == ["image"]

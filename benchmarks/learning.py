@@ -242,7 +242,7 @@ def compare_markdown(doc: dict[str, Any], labels: list[str], steps: int | None =
 
 def grid_markdown(doc: dict[str, Any], labels: list[str], model: str = "transformer",
                   steps: int | None = None) -> str:
-    """Final accuracy of ``model`` per task (mean over the seeds run) for each label (a settings grid)."""
+    """Final accuracy of ``model`` per task (mean ± std over the seeds run) for each label (a settings grid)."""
     rows = {label: {task: [r["final"] for r in rs] for (task, m, mods), rs in _groups(doc["runs"], label, steps).items()
                     if m == model and "+" in mods} for label in labels}
     tasks = [t for t in TASKS if any(t in cells for cells in rows.values())]
@@ -252,7 +252,7 @@ def grid_markdown(doc: dict[str, Any], labels: list[str], model: str = "transfor
         extra = [o for o in (rec or {}).get("overrides", []) if o.startswith("fusion.")]
         name = ", ".join([f"lr {rec['lr']:g}", f"warm-up {rec['warmup_steps']}", *extra]) if rec else label
         lines.append(f"| {name} | " + " | ".join(
-            f"{statistics.mean(cells[t]):.3f}" if t in cells else "–" for t in tasks) + " |")
+            _mean_std(cells[t]) if t in cells else "–" for t in tasks) + " |")
     return "\n".join(lines)
 
 
@@ -344,7 +344,7 @@ def main() -> None:
         if args.compare:
             block = compare_markdown(doc, args.compare.split(","), args.steps) + "\n\n" + block
         if args.grid:
-            block += "\n\n" + grid_markdown(doc, args.grid.split(","), steps=args.steps or 400)  # the grid ran at 400
+            block += "\n\n" + grid_markdown(doc, args.grid.split(","), steps=args.steps)
         write_docs(Path(args.markdown), block)
 
 

@@ -193,7 +193,7 @@ def _steps_to(curves: list[list[list[float]]], target: float) -> str:
 
 def budget(task: str, steps: int | None) -> int:
     """Optimizer steps of a run: ``--steps`` if given, else the task's own budget (learning_tasks.STEPS)."""
-    return steps or STEPS[task]
+    return steps if steps is not None else STEPS.get(task, 400)
 
 
 def _groups(runs: dict[str, Any], label: str, steps: int | None) -> dict[tuple[str, str, str], list[dict[str, Any]]]:

@@ -400,6 +400,11 @@ def test_transformer_pooled_only_modality_reaches_the_cls_without_attention():
     assert present.any() and (~present).any()
     assert (a[present] - b[present]).abs().amax(dim=1).gt(1e-3).all()
     torch.testing.assert_close(a[~present], b[~present])
+    # saved with a trained model; a model saved before this existed (no key) keeps the CLS without it
+    assert fusion.get_fit_state() == {"pooled_in_cls": True}
+    fusion.set_fit_state({})
+    with torch.no_grad():
+        torch.testing.assert_close(fusion(embs).pooled, fusion(changed).pooled)
     # a fusion built without token information (token_inputs unknown) adds nothing to the CLS
     assert mmkit.create("fusion", "transformer", context={"input_dims": DIMS}, dim=32, heads=4).pooled_only == []
 

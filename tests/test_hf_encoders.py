@@ -290,16 +290,20 @@ def test_lr_mult_auto_fine_tunes_a_pretrained_encoder_at_1e_5(folders, tmp_path,
 
     from mmkit._internal.assembly import assemble
     from mmkit._internal.cli import cli
-    from mmkit._internal.optim import param_groups
+    from mmkit._internal.optim import Schedule, make_optimizer, param_groups
     from mmkit._internal.recipe import load_recipe
     from mmkit._internal.registry import get_registry
 
     text = f'model.encoders.text={{ type = "hf-text", path = "{folders["bert"].as_posix()}", max_length = 16 }}'
 
-    def lrs(*overrides: str) -> dict[str, float]:
+    def lrs(*overrides: str) -> dict[str, set[float]]:
         recipe = load_recipe(write_tiny_recipe(tmp_path / "r.toml", text, "train.lr=1e-3", *overrides))
         model = assemble(recipe, get_registry())
-        by_param = {id(p): g["lr"] for g in param_groups(model, recipe) for p in g["params"]}
+        groups = param_groups(model, recipe)
+        # the rate that progress lines and metrics.jsonl report is train.lr's, whichever group comes first
+        schedule = Schedule.from_recipe({**recipe.train, "warmup_steps": 0, "schedule": "constant"}, 10)
+        assert schedule.apply(make_optimizer(groups, recipe), 3) == pytest.approx(1e-3)
+        by_param = {id(p): g["lr"] for g in groups for p in g["params"]}
         return {part: {by_param[id(p)] for n, p in model.named_parameters() if n.startswith(part)}
                 for part in ("encoders.text.", "encoders.image.", "fusion.")}
 

@@ -94,6 +94,28 @@ def test_raised_max_steps_continues_and_is_recorded(recipe: Path) -> None:
     assert load_recipe(first.run_dir / "recipe.resolved.toml").train["max_steps"] == 6
 
 
+def test_a_run_recorded_before_lr_mult_auto_resumes_with_its_recorded_number(recipe: Path) -> None:
+    """A run made before ``lr_mult = "auto"`` recorded 1.0; the same recipe (now "auto") still resumes it,
+    with 1.0, and a sweep point recorded that way counts as the same run."""
+    from mmkit._internal.sweep import _check_same_recipe
+
+    first = train(load_recipe(recipe), quiet=True)
+    resolved = first.run_dir / "recipe.resolved.toml"
+    text = resolved.read_text()
+    assert "lr_mult = \"auto\"" in text
+    resolved.write_text(text.replace("lr_mult = \"auto\"", "lr_mult = 1.0"))  # as the older version wrote it
+    for state in (first.run_dir / "checkpoints").glob("*/state.json"):  # and the checkpoints' model signature
+        state.write_text(state.read_text().replace('"lr_mult": "auto"', '"lr_mult": 1.0'))
+    _check_same_recipe(first.run_dir, load_recipe(recipe))  # no SweepError
+    more = train(load_recipe(recipe, ["train.max_steps=5"]), mode="resume", quiet=True)
+    assert more.summary["steps"] == 5
+    assert load_recipe(resolved).encoders["tabular"].lr_mult == 1.0
+    # an explicit, different number is still a refused change
+    with pytest.raises(RecipeError, match=r"model\.encoders\.tabular\.lr_mult: 1\.0 -> 0\.5"):
+        train(load_recipe(recipe, ["train.max_steps=6", "model.encoders.tabular.lr_mult=0.5"]), mode="resume",
+              quiet=True)
+
+
 def test_changed_manifest_content_is_a_difference(recipe: Path) -> None:
     train(load_recipe(recipe), quiet=True)
     csv = recipe.parent / "train.csv"

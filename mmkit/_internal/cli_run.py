@@ -263,7 +263,7 @@ def check_cmd(recipe: str, overrides: tuple[str, ...], no_rows: bool) -> None:
 
 
 def _lr_note(lr_mult: Any, encoder: Any, lr: float) -> str:
-    """`` lr 1e-05 (x0.0333, pretrained)`` where an encoder does not train at ``train.lr``."""
+    """``; lr 1e-05 (x0.0333: pretrained, lr_mult auto)`` where an encoder does not train at ``train.lr``."""
     from mmkit._internal.optim import encoder_lr_mult
 
     mult = encoder_lr_mult(lr_mult, encoder, lr)

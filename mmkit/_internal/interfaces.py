@@ -196,9 +196,9 @@ class Encoder(Component):
     dim: int
     has_tokens: bool = False
     deterministic_train: bool = False
-    #: True when ``__init__`` loaded pretrained weights: the recipe's ``lr_mult = "auto"`` (the default) then
-    #: fine-tunes this encoder at 1e-5 instead of ``train.lr`` (set it on the instance, e.g. only when a
-    #: weights file was given).
+    #: ``True`` (the bool) when ``__init__`` loaded pretrained weights: the recipe's ``lr_mult = "auto"`` (the
+    #: default) then fine-tunes this encoder at 1e-5 instead of ``train.lr`` (at most ``train.lr``). Set it on
+    #: the instance, e.g. only when a weights file was given; any other value counts as not pretrained.
     pretrained: bool = False
 
     def preprocess(self, raw: Any, train: bool = False) -> Any:

@@ -24,7 +24,7 @@ def encoder_lr_mult(lr_mult: float | str, encoder: nn.Module | None, lr: float) 
     when the encoder says it loaded pretrained weights (``Encoder.pretrained``)."""
     if lr_mult != "auto":
         return float(lr_mult)
-    if getattr(encoder, "pretrained", False) and lr > 0:
+    if getattr(encoder, "pretrained", False) is True and lr > 0:  # True, not a truthy name or path
         return min(1.0, PRETRAINED_LR / lr)
     return 1.0
 
@@ -87,6 +87,7 @@ class Schedule:
     total: int
     warmup: int
     kind: str
+    lr: float | None = None  # train.lr: what apply() reports (a group may run at an encoder's multiple of it)
 
     @classmethod
     def from_recipe(cls, train: Mapping[str, Any], total: int) -> Schedule:
@@ -94,11 +95,12 @@ class Schedule:
         # 400 steps, seed 0) 100 steps beat the former min(100, 10%) = 40: tabular 0.936 vs 0.914,
         # counting 0.664 vs 0.634, sequence 0.996 vs 0.990; lr 1e-3 was worse on two of the three.
         warmup = min(100, total // 4) if train["warmup_steps"] == "auto" else int(train["warmup_steps"])
-        return cls(total, warmup, train["schedule"])
+        return cls(total, warmup, train["schedule"], float(train["lr"]))
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        """Set every group's lr for optimizer step ``step``; returns the first group's."""
+        """Set every group's lr for optimizer step ``step``; returns ``train.lr``'s value at that step (the
+        fusion and head's rate; a pretrained encoder's group may be at a fraction of it)."""
         factor = lr_factor(step, self.total, self.warmup, self.kind)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
-        return optimizer.param_groups[0]["lr"]
+        return (self.lr if self.lr is not None else optimizer.param_groups[0]["base_lr"]) * factor

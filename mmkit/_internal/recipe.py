@@ -86,8 +86,8 @@ ENCODER_KEYS = [
     ParamInfo("type", "str", None, "registered encoder; default: the modality's default encoder"),
     ParamInfo("freeze", "bool", False, "no gradients, eval mode, no optimizer state"),
     ParamInfo("lr_mult", "float | Literal['auto']", "auto",
-              "multiplier of train.lr for this encoder; auto = 1, or 1e-5 / train.lr for an encoder that loaded "
-              "pretrained weights (fine-tunes it at 1e-5; docs/models.md)"),
+              "multiplier of train.lr for this encoder; auto = 1, or min(1, 1e-5 / train.lr) for an encoder that "
+              "loaded pretrained weights (fine-tunes it at 1e-5; docs/models.md)"),
 ]
 PLUGINS_PARAMS = [ParamInfo("require", "list", [], "plugin distributions with version specifiers")]
 

@@ -158,6 +158,26 @@ def diff_manifests(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Chang
 
 
 # ------------------------------------------------------------------------------------- the check
+def recorded_lr_mults(recorded: Mapping[str, Any]) -> dict[str, float]:
+    """``{encoder: lr_mult}`` for the encoders whose ``lr_mult`` a run's resolved recipe records as a number.
+
+    A recipe that leaves ``lr_mult`` at ``"auto"`` continues such a run with the recorded number: a run
+    made before ``"auto"`` existed recorded 1.0, and its own setting is what a resume must keep.
+    """
+    encoders = recorded.get("model", {}).get("encoders", {})
+    return {name: float(table["lr_mult"]) for name, table in encoders.items()
+            if isinstance(table, Mapping) and isinstance(table.get("lr_mult"), (int, float))
+            and not isinstance(table.get("lr_mult"), bool)}
+
+
+def adopt_recorded_lr_mults(recipe: Any, recorded: Mapping[str, Any]) -> None:
+    """Give every encoder whose ``lr_mult`` is ``"auto"`` the number the run recorded (see above)."""
+    for name, mult in recorded_lr_mults(recorded).items():
+        spec = recipe.encoders.get(name)
+        if spec is not None and spec.lr_mult == "auto":
+            spec.lr_mult = mult
+
+
 def check_resume(run: RunDir, new_doc: Mapping[str, Any], manifests: Mapping[str, Any], *, old_world: int,
                  new_world: int) -> list[Change]:
     """Refuse (RecipeError with the diff) a resume whose recipe or data differs from the run's in a

@@ -298,8 +298,14 @@ def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
     run = RunDir(run_dir)
     if not run.recipe.is_file():
         return
-    old = _comparable(run.read_recipe())
+    from mmkit._internal.resume import recorded_lr_mults
+
+    recorded = run.read_recipe()
+    old = _comparable(recorded)
     new = _comparable(recipe.to_dict())
+    for name in recorded_lr_mults(recorded):  # "auto" continues with the recorded number (a resume adopts it)
+        if new.get(f"model.encoders.{name}.lr_mult") == "auto":
+            new[f"model.encoders.{name}.lr_mult"] = old[f"model.encoders.{name}.lr_mult"]
     diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if diffs:
         raise SweepError(f"{run_dir} was trained with a different recipe ({'; '.join(diffs[:5])}); "

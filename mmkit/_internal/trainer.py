@@ -324,6 +324,9 @@ class Trainer:
         self.plan = plan_data(self.recipe, load_splits(self.recipe, self.registry))
         last = self.run.checkpoint(LAST, fallback=None, recover=True) if self.mode == "resume" else None
         if last is not None:
+            from mmkit._internal.resume import adopt_recorded_lr_mults
+
+            adopt_recorded_lr_mults(self.recipe, self.run.read_recipe())
             trained = load_trained(self.run.path, checkpoint=LAST, recipe=self.recipe, plan=self.plan,
                                    registry=self.registry)
             self.model, self._resume = trained.model, trained.state

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 
 import torch
 from torch import nn
@@ -78,7 +78,16 @@ class TransformerFusion(Fusion):
             with torch.no_grad():  # q and k rows of the packed in-projection: Xavier of a (dim x dim) matrix
                 layer.self_attn.in_proj_weight[: 2 * dim].mul_(2 ** 0.5)
         self.pooled_only = [m for m in self.modalities if token_inputs is not None and not token_inputs.get(m, True)]
+        self.pooled_in_cls = True  # False for a model trained before this existed (see set_fit_state)
         self.norm = nn.LayerNorm(dim)
+
+    def get_fit_state(self) -> dict[str, Any]:
+        """Saved with a trained model, so that it is rebuilt with the same CLS input it was trained with."""
+        return {"pooled_in_cls": self.pooled_in_cls} if self.pooled_only else {}
+
+    def set_fit_state(self, state: Mapping[str, Any]) -> None:
+        # a model saved before pooled-only modalities entered the CLS has no such key: keep its behaviour
+        self.pooled_in_cls = bool(state.get("pooled_in_cls", False))
 
     def forward(self, embeddings: Mapping[str, Embedding]) -> Fused:
         batch, device, dtype = batch_info(embeddings, self.modalities)
@@ -90,7 +99,8 @@ class TransformerFusion(Fusion):
                 continue
             t, mask = token_view(embs[m])
             projected = self.proj[m](t) + self.type_embed[i].to(t.dtype)
-            if m in self.pooled_only and t.shape[1] == 1:  # its one token, also in the CLS where present
+            # a pooled-only modality's one token also enters the CLS where present
+            if self.pooled_in_cls and m in self.pooled_only and t.shape[1] == 1:
                 cls = cls + torch.where(mask, projected[:, 0], torch.zeros_like(projected[:, 0]))
             toks.append(projected)
             masks.append(mask)

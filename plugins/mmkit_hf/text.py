@@ -33,8 +33,9 @@ class HFTextEncoder(Encoder):
     Texts are tokenized per sample in the data workers and padded per batch. ``pooled`` is the mean of
     the last layer's states over the real tokens (``mean``) or the first token's state (``cls``, for
     BERT-style models fine-tuned with a [CLS] classifier); ``tokens`` are the states with the
-    attention mask. Fine-tune it (a small ``lr_mult`` such as 0.1 keeps it close to its pretraining)
-    or freeze it (its outputs are then cached).
+    attention mask. Fine-tune it (the recipe's default ``lr_mult = "auto"`` trains it at 1e-5, which keeps
+    it close to its pretraining; 1e-4 left MiniLM on the quickstart's plateau) or freeze it (its outputs
+    are then cached).
 
     Args:
         path: a local model folder; None uses the bundled all-MiniLM-L6-v2 (a BERT).

@@ -132,6 +132,9 @@ type = "classification"
 max_steps = 4
 batch_size = 8
 lr = 1e-3
+# set, not "auto": auto backs off to 1 thread when a probe finds the cores busy, so on a loaded machine two
+# runs that a test compares bitwise could choose different counts (float reductions then differ in the last bit)
+threads = 1
 """
 
 

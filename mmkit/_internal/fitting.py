@@ -25,6 +25,7 @@ import torch
 from mmkit._internal.errors import DataError, MmkitError, RecipeError
 from mmkit._internal.inline_data import INLINE_HINT, Row, is_path, to_rows, write_split
 from mmkit._internal.predictor import Predictor, Records
+from mmkit._internal.recipe import set_path
 from mmkit._internal.rundir import RunDir
 from mmkit._internal.trained import load_trained
 
@@ -189,13 +190,7 @@ def _apply_overrides(doc: dict[str, Any], overrides: Mapping[str, Any]) -> None:
         if len(parts) < 2 or not all(parts):
             raise RecipeError(f"override {key}=...: expected SECTION__KEY, e.g. train__lr=1e-3 or "
                               f"model__fusion__type='concat' (double underscores between the parts)")
-        node = doc
-        for i, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise RecipeError(f"override {key}: {'.'.join(parts[: i + 1])} is not a table")
-            node = child
-        node[parts[-1]] = copy.deepcopy(value)
+        set_path(doc, parts, copy.deepcopy(value), f"override {key}")
 
 
 def _inline_rows(rec: Any, inline: Mapping[str, Any], base: Path) -> dict[str, tuple[list[Row], Path]]:

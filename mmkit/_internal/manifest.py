@@ -87,7 +87,7 @@ def count_records(path: str | Path) -> int:
     """How many rows :func:`iter_records` yields (Parquet from its metadata; others by reading)."""
     path = Path(path)
     if path.suffix.lower() in (".parquet", ".pq") and path.is_file():
-        return int(_parquet_file(path).metadata.num_rows)
+        return int(open_parquet(path).metadata.num_rows)
     return sum(1 for _ in iter_records(path))
 
 
@@ -210,11 +210,12 @@ def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
     return DataError(f"{path}: not UTF-8 text ({exc})")
 
 
-def _parquet_file(path: Path) -> Any:
+def open_parquet(path: Path, doing: str = "reading", extra: str = "parquet") -> Any:
+    """``pyarrow.parquet.ParquetFile`` of ``path``; a DataError naming the file (and the extra to install)."""
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
-        raise DataError(f"{path}: reading Parquet needs pyarrow: pip install 'mmkit[parquet]'") from exc
+        raise DataError(f"{path}: {doing} Parquet needs pyarrow: pip install 'mmkit[{extra}]'") from exc
     try:
         return pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds
@@ -223,7 +224,7 @@ def _parquet_file(path: Path) -> Any:
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, Row | DataError]]:
     number = 0
-    batches = _parquet_file(path).iter_batches(batch_size=1024)
+    batches = open_parquet(path).iter_batches(batch_size=1024)
     while True:
         try:
             batch = next(batches)

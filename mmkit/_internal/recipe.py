@@ -11,7 +11,7 @@ import copy
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,14 +184,20 @@ def apply_overrides(doc: dict[str, Any], overrides: Iterable[str], source: str =
         parts = key.strip().split(".")
         if len(parts) > MAX_KEY_PARTS:
             raise RecipeError(f"{source} {item[:80]!r}...: a key of more than {MAX_KEY_PARTS} parts")
-        node = doc
-        for i, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise RecipeError(f"{source} {item!r}: {'.'.join(parts[: i + 1])} is not a table")
-            node = child
-        node[parts[-1]] = parse_value(value.strip(), f"{source} {key.strip()}")
+        set_path(doc, parts, parse_value(value.strip(), f"{source} {key.strip()}"), f"{source} {item!r}")
     return doc
+
+
+def set_path(doc: dict[str, Any], parts: Sequence[str], value: Any, what: str) -> None:
+    """``doc[parts[0]][parts[1]]... = value``, creating tables; a RecipeError (``what: a.b is not a table``)
+    where a part on the way is a value."""
+    node = doc
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"{what}: {'.'.join(parts[: i + 1])} is not a table")
+        node = child
+    node[parts[-1]] = value
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -317,14 +317,9 @@ def _tar_message(exc: BaseException) -> str:
 
 # ------------------------------------------------------------------------------------------ parquet
 def _parquet(path: Path) -> Any:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise DataError(f"{path}: streaming Parquet needs pyarrow: pip install 'mmkit[stream]'") from exc
-    try:
-        return pq.ParquetFile(path)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds
-        raise DataError(f"{path}: cannot read Parquet: {exc}") from None
+    from mmkit._internal.manifest import open_parquet
+
+    return open_parquet(path, "streaming", "stream")
 
 
 class ParquetSource(Source):

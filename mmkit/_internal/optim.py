@@ -87,7 +87,7 @@ class Schedule:
     total: int
     warmup: int
     kind: str
-    lr: float | None = None  # train.lr: what apply() reports (a group may run at an encoder's multiple of it)
+    lr: float  # train.lr: what apply() reports (a group may run at an encoder's multiple of it)
 
     @classmethod
     def from_recipe(cls, train: Mapping[str, Any], total: int) -> Schedule:
@@ -103,4 +103,4 @@ class Schedule:
         factor = lr_factor(step, self.total, self.warmup, self.kind)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
-        return (self.lr if self.lr is not None else optimizer.param_groups[0]["base_lr"]) * factor
+        return self.lr * factor
